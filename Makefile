@@ -1,0 +1,32 @@
+# One entry point for people and CI. Every target sets up .venv first (a no-op when up to date).
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test bench lint lock image clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m pipeline demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/hadolint Dockerfile
+
+# Re-resolve the pins (needs network): only when changing dependencies on purpose.
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^bresnet-tfx' > requirements.lock
+
+image:
+	docker build -t $${IMAGE:-bresnet-tfx:latest} .
+
+clean:
+	rm -rf $(VENV) runs demo_data serving

@@ -1,0 +1,224 @@
+"""The one definition of the video and clip record formats, shared by demo data, convert, ingest and ClipGen.
+
+Videos are ``tf.train.SequenceExample``s in the MediaSequence / DMVR / TF Model Garden convention, so
+existing Kinetics/UCF101 TFRecords work without conversion. Clips (ClipGen's output) are flat
+``tf.train.Example``s whose frames are one serialized uint8 ``TensorProto`` of shape [T, H, W, 3]: lossless,
+self-describing (shape travels with the bytes) and decodable in-graph with ``tf.io.parse_tensor``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+# ---- video records (SequenceExample) ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class VideoKeys:
+    """Feature keys of a video SequenceExample. Defaults are Model Garden's / DMVR's; override for other data."""
+    frames: str = "image/encoded"                 # feature list, one JPEG per frame
+    label_index: str = "clip/label/index"          # context int64
+    label_string: str = "clip/label/string"        # context bytes
+    video_ids: tuple[str, ...] = ("example/id", "video/filename", "clip/media_id")  # first present wins
+    height: str = "image/height"
+    width: str = "image/width"
+    frame_rate: str = "image/frame_rate"
+
+
+DEFAULT_VIDEO_KEYS = VideoKeys()
+
+
+@dataclasses.dataclass
+class Video:
+    """A decoded-enough video: JPEG frames stay encoded until someone needs pixels."""
+    video_id: str
+    jpeg_frames: list[bytes]
+    label: str | None = None           # label string; None when the record has none
+    label_index: int | None = None
+    height: int = 0
+    width: int = 0
+    frame_rate: float = 0.0
+
+
+class VideoRecordError(ValueError):
+    """A record that cannot be read as a video; the message says which record and why."""
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """uint8 [H, W, 3] RGB -> JPEG bytes (OpenCV, which runs in any Beam worker without a TF session)."""
+    import cv2
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    ok, buf = cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG (or PNG) bytes -> uint8 [H, W, 3] RGB. Grayscale and RGBA are converted to RGB.
+
+    Raises ValueError on bytes that are not a decodable image."""
+    import cv2
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # always 3 channels BGR
+    if arr is None:
+        raise ValueError("frame is not a decodable JPEG/PNG image")
+    return arr[:, :, ::-1]
+
+
+def make_video_example(video_id: str, jpeg_frames: Sequence[bytes], label: str | None,
+                       label_index: int | None, height: int, width: int, frame_rate: float,
+                       keys: VideoKeys = DEFAULT_VIDEO_KEYS) -> tf.train.SequenceExample:
+    seq = tf.train.SequenceExample()
+    ctx = seq.context.feature
+    ctx[keys.video_ids[0]].bytes_list.value.append(video_id.encode())
+    if label is not None:
+        ctx[keys.label_string].bytes_list.value.append(label.encode())
+    if label_index is not None:
+        ctx[keys.label_index].int64_list.value.append(int(label_index))
+    ctx[keys.height].int64_list.value.append(int(height))
+    ctx[keys.width].int64_list.value.append(int(width))
+    ctx[keys.frame_rate].float_list.value.append(float(frame_rate))
+    frames = seq.feature_lists.feature_list[keys.frames].feature
+    for jpeg in jpeg_frames:
+        frames.add().bytes_list.value.append(jpeg)
+    return seq
+
+
+def parse_video(serialized: bytes, keys: VideoKeys = DEFAULT_VIDEO_KEYS, source: str = "<record>") -> Video:
+    """Serialized SequenceExample -> Video. Raises VideoRecordError naming ``source`` on malformed input."""
+    seq = tf.train.SequenceExample()
+    try:
+        seq.ParseFromString(serialized)
+    except Exception as exc:  # protobuf's DecodeError has no stable import path across versions
+        raise VideoRecordError(f"{source}: not a tf.train.SequenceExample ({exc})") from None
+    ctx = seq.context.feature
+    video_id = next((ctx[k].bytes_list.value[0].decode("utf-8", "replace")
+                     for k in keys.video_ids if k in ctx and ctx[k].bytes_list.value), None)
+    if keys.frames not in seq.feature_lists.feature_list:
+        raise VideoRecordError(f"{source}: no feature list {keys.frames!r} (keys present: "
+                               f"{sorted(seq.feature_lists.feature_list)})")
+    frames = [f.bytes_list.value[0] for f in seq.feature_lists.feature_list[keys.frames].feature
+              if f.bytes_list.value]
+
+    def _first(key, kind):
+        if key not in ctx:
+            return None
+        values = getattr(ctx[key], kind).value
+        return values[0] if values else None
+
+    label = _first(keys.label_string, "bytes_list")
+    return Video(
+        video_id=video_id if video_id is not None else source,
+        jpeg_frames=frames,
+        label=label.decode("utf-8") if label is not None else None,
+        label_index=_first(keys.label_index, "int64_list"),
+        height=int(_first(keys.height, "int64_list") or 0),
+        width=int(_first(keys.width, "int64_list") or 0),
+        frame_rate=float(_first(keys.frame_rate, "float_list") or 0.0),
+    )
+
+
+# ---- label map ----------------------------------------------------------------------------------------
+
+LABEL_MAP_FILENAME = "label_map.txt"
+
+
+class LabelMap:
+    """Sorted class names; the index of a label is its position. Stored as one label per line."""
+
+    def __init__(self, labels: Iterable[str]):
+        labels = sorted(set(labels))
+        if not labels:
+            raise ValueError("label map is empty")
+        bad = [l for l in labels if not l or "\n" in l]
+        if bad:
+            raise ValueError(f"labels must be non-empty single-line strings, got {bad!r}")
+        self.labels: list[str] = labels
+        self._index = {label: i for i, label in enumerate(labels)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, label: str) -> bool:
+        return label in self._index
+
+    def index(self, label: str) -> int:
+        try:
+            return self._index[label]
+        except KeyError:
+            raise KeyError(f"label {label!r} is not in the label map ({len(self)} labels)") from None
+
+    def save(self, directory: str) -> str:
+        path = os.path.join(directory, LABEL_MAP_FILENAME)
+        tf.io.gfile.makedirs(directory)
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write("\n".join(self.labels) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "LabelMap":
+        if tf.io.gfile.isdir(path):
+            path = os.path.join(path, LABEL_MAP_FILENAME)
+        with tf.io.gfile.GFile(path) as f:
+            return cls(line.rstrip("\n") for line in f if line.strip())
+
+
+# ---- clip records (tf.Example) ------------------------------------------------------------------------
+
+class ClipKeys:
+    """Feature keys of a clip tf.Example (ClipGen output, Transform and serving input)."""
+    FRAMES = "clip/frames"                 # bytes: serialized uint8 TensorProto [T, H, W, 3]
+    LABEL = "clip/label/string"            # bytes
+    VIDEO_ID = "video/id"                  # bytes
+    CLIP_INDEX = "clip/index"              # int64
+
+
+def serialize_frames(frames: np.ndarray) -> bytes:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"clip frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    return tf.make_tensor_proto(frames).SerializeToString()
+
+
+def make_clip_example(frames: np.ndarray, label: str, video_id: str, clip_index: int) -> tf.train.Example:
+    example = tf.train.Example()
+    f = example.features.feature
+    f[ClipKeys.FRAMES].bytes_list.value.append(serialize_frames(frames))
+    f[ClipKeys.LABEL].bytes_list.value.append(label.encode())
+    f[ClipKeys.VIDEO_ID].bytes_list.value.append(video_id.encode())
+    f[ClipKeys.CLIP_INDEX].int64_list.value.append(int(clip_index))
+    return example
+
+
+def clip_feature_spec(with_label: bool = True) -> dict:
+    """Raw feature spec of clip examples (what Transform and the serving signature parse)."""
+    spec = {
+        ClipKeys.FRAMES: tf.io.FixedLenFeature([], tf.string),
+        ClipKeys.VIDEO_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        ClipKeys.CLIP_INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    }
+    if with_label:
+        spec[ClipKeys.LABEL] = tf.io.FixedLenFeature([], tf.string)
+    return spec
+
+
+def decode_frames_tensor(serialized: tf.Tensor, clip_shape: Sequence[int]) -> tf.Tensor:
+    """In-graph: batch of serialized frame TensorProtos [B] -> uint8 [B, T, H, W, 3] with a static shape."""
+    clip_shape = tuple(int(d) for d in clip_shape)
+
+    def _one(s):
+        frames = tf.io.parse_tensor(s, tf.uint8)
+        tf.debugging.assert_equal(tf.shape(frames), tf.constant(clip_shape, tf.int32),
+                                  message=f"clip frames must have shape {clip_shape}")
+        return tf.ensure_shape(frames, clip_shape)
+
+    return tf.map_fn(_one, serialized, fn_output_signature=tf.TensorSpec(clip_shape, tf.uint8))
+
+
+def encode_frames_tensor(frames: tf.Tensor) -> tf.Tensor:
+    """In-graph inverse of decode_frames_tensor: uint8 [B, T, H, W, 3] -> serialized TensorProtos [B]."""
+    return tf.map_fn(tf.io.serialize_tensor, frames, fn_output_signature=tf.string)
