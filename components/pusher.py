@@ -1,0 +1,193 @@
+"""Pushes a blessed SavedModel to a TF Serving model base path: ``<base>/<model_name>/<version>/``.
+
+Guarantees (see README "Failure behaviour"):
+- a version directory appears atomically: local paths are filled under a hidden staging name (TF Serving only
+  considers all-digit names) and renamed in one step; on gs:// every object is written with a
+  does-not-exist precondition and ``saved_model.pb`` last, so a half-written version has no model file to load;
+- an existing version is never overwritten: versions only grow (max existing + 1 when the clock collides) and a
+  taken version makes the push fail instead of replacing it;
+- nothing unblessed is pushed: the caller passes the blessing and an unblessed model raises ``NotBlessedError``.
+"""
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+import uuid
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+class NotBlessedError(RuntimeError):
+    pass
+
+
+class VersionExistsError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PushResult:
+    version: int
+    path: str
+
+
+def existing_versions(model_base: str) -> list[int]:
+    """All-digit children of ``<base>/<model_name>`` (what TF Serving treats as versions), ascending."""
+    if model_base.startswith("gs://"):
+        bucket, prefix = _split_gs(model_base)
+        names = {blob.name[len(prefix):].split("/", 1)[0]
+                 for blob in _gcs_client().list_blobs(bucket, prefix=prefix)}
+    else:
+        names = os.listdir(model_base) if os.path.isdir(model_base) else []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def latest_version_path(model_base: str) -> str | None:
+    """Path of the highest complete version (has saved_model.pb), or None."""
+    for version in reversed(existing_versions(model_base)):
+        path = _join(model_base, str(version))
+        if tf.io.gfile.exists(_join(path, SAVED_MODEL_FILE)) if not path.startswith("gs://") else \
+                _gcs_blob_exists(_join(path, SAVED_MODEL_FILE)):
+            return path
+    return None
+
+
+def next_version(model_base: str, now: float | None = None) -> int:
+    """Seconds since epoch, bumped above every existing version so TF Serving picks the new one."""
+    candidate = int(now if now is not None else time.time())
+    versions = existing_versions(model_base)
+    return max([candidate] + [v + 1 for v in versions])
+
+
+def push_model(saved_model_dir: str, serving_base: str, model_name: str, *, blessed: bool,
+               version: int | None = None) -> PushResult:
+    if not blessed:
+        raise NotBlessedError(f"model {saved_model_dir} is not blessed by the Evaluator; refusing to push it")
+    if not tf.io.gfile.exists(os.path.join(saved_model_dir, SAVED_MODEL_FILE)):
+        raise FileNotFoundError(f"{saved_model_dir} holds no {SAVED_MODEL_FILE}: not a SavedModel")
+    if not model_name or "/" in model_name:
+        raise ValueError(f"model_name must be a non-empty name without '/', got {model_name!r}")
+    model_base = _join(serving_base, model_name)
+    version = next_version(model_base) if version is None else int(version)
+    target = _join(model_base, str(version))
+    if serving_base.startswith("gs://"):
+        _push_gcs(saved_model_dir, target)
+    else:
+        _push_local(saved_model_dir, model_base, target)
+    log.info("pushed %s -> %s (version %d)", saved_model_dir, target, version)
+    return PushResult(version=version, path=target)
+
+
+def _push_local(saved_model_dir: str, model_base: str, target: str) -> None:
+    os.makedirs(model_base, exist_ok=True)
+    if os.path.exists(target):
+        raise VersionExistsError(f"version {target} already exists; versions are never overwritten")
+    staging = os.path.join(model_base, f".staging-{os.path.basename(target)}-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(saved_model_dir, staging)
+        try:
+            os.rename(staging, target)  # atomic; fails (ENOTEMPTY/EEXIST) if a concurrent push took it
+        except OSError as exc:
+            raise VersionExistsError(f"version {target} appeared during the push: {exc}") from None
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _push_gcs(saved_model_dir: str, target: str) -> None:
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket_name, prefix = _split_gs(target)
+    client = _gcs_client()
+    bucket = client.bucket(bucket_name)
+    if any(True for _ in client.list_blobs(bucket_name, prefix=prefix, max_results=1)):
+        raise VersionExistsError(f"version {target} already exists; versions are never overwritten")
+    files = sorted(_local_files(saved_model_dir), key=lambda rel: rel == SAVED_MODEL_FILE)  # model file last
+    try:
+        for rel in files:
+            # if_generation_match=0: the upload fails if the object exists (a concurrent push of the same version).
+            bucket.blob(prefix + rel).upload_from_filename(os.path.join(saved_model_dir, rel), if_generation_match=0)
+    except PreconditionFailed:
+        raise VersionExistsError(f"version {target} was written concurrently; this push stopped") from None
+
+
+def _local_files(root: str) -> list[str]:
+    out = []
+    for dirpath, _, filenames in os.walk(root):
+        out += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames]
+    return out
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if base.startswith("gs://") else os.path.join(base, *parts)
+
+
+def _split_gs(path: str) -> tuple[str, str]:
+    bucket, _, prefix = path[len("gs://"):].partition("/")
+    return bucket, (prefix.rstrip("/") + "/") if prefix else ""
+
+
+def _gcs_client():
+    from google.cloud import storage
+    return storage.Client()
+
+
+def _gcs_blob_exists(path: str) -> bool:
+    bucket, name = path[len("gs://"):].split("/", 1)
+    return _gcs_client().bucket(bucket).blob(name).exists()
+
+
+# ---- TFX components -----------------------------------------------------------------------------------
+# Kept thin: the logic above is what tests call directly. Both run on open-source KFP v2 (no Resolver node):
+# the baseline is found by listing the serving base path, not by querying ML Metadata.
+
+from tfx import v1 as tfx  # noqa: E402
+from tfx.types import standard_artifacts  # noqa: E402
+from tfx.utils import io_utils, path_utils  # noqa: E402
+
+BASELINE_FOUND = "found"
+
+
+@tfx.dsl.components.component
+def LatestPushedModel(
+    serving_base_dir: tfx.dsl.components.Parameter[str],
+    model_name: tfx.dsl.components.Parameter[str],
+    baseline: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
+) -> None:
+    """Snapshots the model TF Serving currently serves (highest complete version) as the Evaluator's baseline.
+
+    With none pushed yet the artifact is marked ``found=0`` and the Evaluator blesses on value thresholds alone."""
+    source = latest_version_path(_join(serving_base_dir, model_name))
+    baseline.set_int_custom_property(BASELINE_FOUND, int(source is not None))
+    if source is None:
+        log.info("no model under %s/%s yet: first run, no baseline", serving_base_dir, model_name)
+        return
+    io_utils.copy_dir(source, path_utils.serving_model_dir(baseline.uri))
+    baseline.set_string_custom_property("source", source)
+    log.info("baseline: %s", source)
+
+
+@tfx.dsl.components.component
+def ServingPusher(
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    model_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing],
+    pushed_model: tfx.dsl.components.OutputArtifact[standard_artifacts.PushedModel],
+    serving_base_dir: tfx.dsl.components.Parameter[str],
+    model_name: tfx.dsl.components.Parameter[str],
+) -> None:
+    """Pushes a blessed model atomically to ``<serving_base_dir>/<model_name>/<version>``; records why not otherwise."""
+    blessed = model_blessing.get_int_custom_property("blessed") == 1
+    if not blessed:
+        pushed_model.set_int_custom_property("pushed", 0)
+        log.warning("model not blessed by the Evaluator: not pushed (see the Evaluator's validation result)")
+        return
+    result = push_model(path_utils.serving_model_path(model.uri), serving_base_dir, model_name, blessed=True)
+    pushed_model.set_int_custom_property("pushed", 1)
+    pushed_model.set_string_custom_property("pushed_destination", result.path)
+    pushed_model.set_string_custom_property("pushed_version", str(result.version))

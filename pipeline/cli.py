@@ -1,0 +1,151 @@
+"""``python -m pipeline <command>``: the one command-line interface (also installed as ``bresnet-pipeline``).
+
+Every run-like command accepts ``--config`` (a YAML file or a preset: demo, smoke) and ``--set section.key=value``
+overrides; the few flags below are shortcuts for the most used settings and win over both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+DEMO_DATA_DIR = "demo_data"
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="demo", help="YAML config file or preset name (demo, smoke). Default: demo")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.epochs=3 (repeatable)")
+    parser.add_argument("--data-dir", help="video TFRecords (train/, eval/, label_map.txt)")
+    parser.add_argument("--pipeline-root", help="where TFX writes artifacts")
+    parser.add_argument("--serving-dir", help="TF Serving model base path (local or gs://)")
+    parser.add_argument("--workers", type=int, help="training worker processes")
+
+
+def _load(args) -> "RunConfig":
+    from pipeline.config import load_config
+    overrides = list(args.overrides)
+    for flag, key in [("data_dir", "data_dir"), ("pipeline_root", "pipeline_root"),
+                      ("serving_dir", "serving_dir"), ("workers", "training.workers")]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "pipeline_root", None) and not any(o.startswith("metadata_path=") for o in overrides):
+        overrides.append(f"metadata_path={os.path.join(args.pipeline_root, 'metadata.sqlite')}")
+    return load_config(args.config, overrides)
+
+
+def cmd_demo_data(args) -> int:
+    from pipeline.demo_data import generate_demo_data
+    summary = generate_demo_data(args.out, videos_per_class=args.videos_per_class, seed=args.seed)
+    print(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else summary.__dict__, indent=2, default=str))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from components.convert import run_convert
+    summary = run_convert(args.input, args.out, fps=args.fps, short_side=args.short_side, max_frames=args.max_frames,
+                          num_shards=args.shards, beam_args=args.beam_args)
+    print(json.dumps(summary.__dict__, indent=2, default=str))
+    return 0
+
+
+def _print_summary(summary, config) -> None:
+    print("\n=== run summary ===")
+    for name, seconds in summary.component_seconds.items():
+        print(f"  {name:<12} {seconds:>7.1f}s")
+    print(f"  total        {summary.seconds:>7.1f}s")
+    for name, value in sorted(summary.metrics.items()):
+        print(f"  eval {name}: {value}")
+    if summary.blessed is not None:
+        print(f"  blessed: {summary.blessed}")
+    for failure in summary.gate_failures:
+        print(f"  NOT BLESSED: {failure['metric']} = {failure['value']} (threshold {failure['threshold']})")
+    if summary.pushed_path:
+        print(f"  pushed model: {summary.pushed_path} (version {summary.pushed_version})")
+    else:
+        print(f"  no new model pushed; serving base path: {os.path.join(config.serving_dir, config.model_name)}")
+
+
+def cmd_run_local(args) -> int:
+    from pipeline.local_runner import run_local
+    config = _load(args)
+    summary = run_local(config)
+    _print_summary(summary, config)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Demo data (generated once) + the whole pipeline on it with the demo preset."""
+    from pipeline.config import load_config
+    from pipeline.local_runner import run_local
+    config = _load(args)
+    if not os.path.exists(os.path.join(config.data_dir, "label_map.txt")):
+        from pipeline.demo_data import generate_demo_data
+        print(f"[demo] generating demo data in {config.data_dir}", flush=True)
+        generate_demo_data(config.data_dir)
+    summary = run_local(config)
+    _print_summary(summary, config)
+    return 0
+
+
+def cmd_show_config(args) -> int:
+    from pipeline.config import dump_yaml
+    print(dump_yaml(_load(args)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("demo", help="generate demo data if needed and run the whole pipeline locally")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("demo-data", help="generate the synthetic motion demo dataset")
+    p.add_argument("--out", default=DEMO_DATA_DIR, help=f"output folder (default {DEMO_DATA_DIR})")
+    p.add_argument("--videos-per-class", type=int, default=None, help="videos per class (train+eval)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = commands.add_parser("convert", help="convert mp4 folders / a CSV into video TFRecords (Apache Beam)")
+    p.add_argument("--input", required=True, help="folder with one subfolder per class, or CSV path,label[,start_s,end_s]")
+    p.add_argument("--out", required=True, help="output folder (TFRecords, label_map.txt, dead_letter-*.jsonl)")
+    p.add_argument("--fps", type=float, default=None, help="sample frames at this rate (default: native)")
+    p.add_argument("--short-side", type=int, default=128, help="resize frames so the short side is this (never upscales)")
+    p.add_argument("--max-frames", type=int, default=300, help="cap per video (bounds memory for long videos)")
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("beam_args", nargs=argparse.REMAINDER,
+                   help="after --: Beam pipeline args, e.g. -- --runner=DataflowRunner --project=...")
+    p.set_defaults(func=cmd_convert)
+
+    p = commands.add_parser("run-local", help="run the pipeline with LocalDagRunner on your data")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run_local)
+
+    p = commands.add_parser("show-config", help="print the effective config (after presets, file and overrides)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_show_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "beam_args", None) and args.beam_args[:1] == ["--"]:
+        args.beam_args = args.beam_args[1:]
+    from pipeline.config import ConfigError
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""One typed configuration for a pipeline run, loadable from YAML and overridable from the command line.
+
+``RunConfig`` nests small frozen dataclasses; ``load_config(path, overrides)`` reads a YAML file (or a preset
+name: ``demo``, ``smoke``) and applies ``section.field=value`` overrides. Unknown keys are errors, never ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from typing import Any
+
+import yaml
+
+from components.trainer.config import TrainingConfig
+
+PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig:
+    """How ClipGen cuts fixed-length clips from videos."""
+    num_frames: int = 8
+    frame_stride: int = 1
+    height: int = 64
+    width: int = 64
+    clips_per_video_train: int = 4
+    clips_per_video_eval: int = 3
+    seed: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.num_frames, self.height, self.width, 3)
+
+    def __post_init__(self):
+        for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train", "clips_per_video_eval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"clips.{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """When the Evaluator blesses a model (and so when it is pushed)."""
+    min_accuracy: float = 0.5          # clip accuracy on the eval split
+    max_accuracy_drop: float = 0.02    # allowed drop vs the model in serving
+    top_k: int = 3
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_accuracy <= 1.0:
+            raise ConfigError(f"gate.min_accuracy must be in [0, 1], got {self.min_accuracy!r}")
+        if self.max_accuracy_drop < 0:
+            raise ConfigError(f"gate.max_accuracy_drop must be >= 0, got {self.max_accuracy_drop!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    pipeline_name: str = "bresnet-video"
+    data_dir: str = "demo_data"                 # video TFRecords: train/*, eval/* and label_map.txt
+    pipeline_root: str = "runs/demo/root"
+    metadata_path: str = "runs/demo/metadata.sqlite"
+    serving_dir: str = "runs/demo/serving"      # TF Serving model base path: <serving_dir>/<model_name>/<version>
+    model_name: str = "bresnet"
+    labels: tuple[str, ...] = ()                # empty: read <data_dir>/label_map.txt
+    max_rejected_fraction: float = 0.2          # ClipGen fails the run above this
+    beam_args: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    clips: ClipConfig = ClipConfig()
+    # TrainingConfig fields except labels/clip_shape, which come from `labels` and `clips` above (one source each).
+    training: dict = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
+    gate: GateConfig = GateConfig()
+
+    def __post_init__(self):
+        derived = {"labels", "clip_shape"} & set(self.training)
+        if derived:
+            raise ConfigError(f"training.{sorted(derived)[0]} is derived (from labels / clips); set it there instead")
+        try:  # validate now with placeholder classes, so a typo fails at load time, not minutes into a run
+            TrainingConfig(labels=("a", "b"), clip_shape=self.clips.shape, **self.training)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"training: {exc}") from None
+        if not PIPELINE_NAME_RE.fullmatch(self.pipeline_name):
+            raise ConfigError(f"pipeline_name must match [a-z0-9][a-z0-9-]{{0,127}} (KFP's rule), got {self.pipeline_name!r}")
+        if not 0.0 <= self.max_rejected_fraction <= 1.0:
+            raise ConfigError(f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction!r}")
+
+    def training_config(self) -> TrainingConfig:
+        if not self.labels:
+            raise ConfigError("labels are empty: call with_labels() or set labels")
+        return TrainingConfig(labels=self.labels, clip_shape=self.clips.shape, **self.training)
+
+    def with_labels(self) -> "RunConfig":
+        """The same config with ``labels`` read from the data's label map when not given."""
+        if self.labels:
+            return self
+        from components.video_format import LabelMap
+        path = os.path.join(self.data_dir, "label_map.txt")
+        try:
+            labels = LabelMap.load(path).labels
+        except Exception as exc:
+            raise ConfigError(f"labels not configured and {path} not readable: {exc}") from None
+        return dataclasses.replace(self, labels=tuple(labels))
+
+
+DEMO_TRAINING = {"epochs": 6, "steps_per_epoch": 20, "eval_steps": 4, "batch_size_per_worker": 8,
+                 "learning_rate": 2e-3, "workers": 2, "warmup_epochs": 1.0}
+
+PRESETS: dict[str, dict] = {
+    # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times).
+    "demo": {},
+    # CI smoke run: tiny clips, a few steps; proves the wiring, not the accuracy.
+    "smoke": {
+        "clips": {"num_frames": 4, "height": 32, "width": 32, "clips_per_video_train": 1, "clips_per_video_eval": 1},
+        "training": {"epochs": 1, "steps_per_epoch": 2, "eval_steps": 1, "batch_size_per_worker": 2,
+                     "warmup_epochs": 0.0},
+        "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0},
+        "beam_args": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+    },
+}
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Builds dataclass ``cls`` from a dict, recursing into nested dataclasses; unknown keys raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value, path)
+        elif hint is dict and isinstance(value, dict):
+            value = {**(fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING
+                        else {}), **value}
+        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'training.epochs=3' -> {'training': {'epochs': 3}} (value parsed as YAML: numbers, bools, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override must look like section.field=value, got {text!r}")
+    value = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(source: str | None = None, overrides: typing.Sequence[str] | dict = ()) -> RunConfig:
+    """``source``: a preset name, a YAML path, or None (defaults). Overrides win over the file."""
+    data: dict[str, Any] = {}
+    if source in PRESETS:
+        data = PRESETS[source]
+    elif source:
+        if not os.path.exists(source):
+            raise ConfigError(f"config file {source!r} not found (presets: {sorted(PRESETS)})")
+        with open(source) as f:
+            data = yaml.safe_load(f) or {}
+    if isinstance(overrides, dict):
+        data = _merge(data, overrides)
+    else:
+        for item in overrides:
+            data = _merge(data, parse_override(item))
+    return from_dict(RunConfig, data)
+
+
+def dump_yaml(config: RunConfig) -> str:
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return yaml.safe_dump(plain(to_dict(config)), sort_keys=False)

@@ -1,0 +1,103 @@
+"""Runs the pipeline on this machine with TFX's LocalDagRunner and summarizes the outcome."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+from tfx import v1 as tfx
+
+from pipeline.config import RunConfig
+from pipeline.pipeline import create_pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    seconds: float
+    blessed: bool | None
+    pushed_version: str | None
+    pushed_path: str | None
+    metrics: dict[str, float]
+    gate_failures: list[dict]
+    component_seconds: dict[str, float]
+
+
+class _ComponentTimer(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished' log lines into progress with elapsed time."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, record):
+        message = record.getMessage()
+        if not message.startswith("Component ") or not message.endswith(("is running.", "is finished.")):
+            return
+        name = message.split()[1]
+        if message.endswith("is running."):
+            self.started[name] = time.time()
+            print(f"[run-local] {name} started", flush=True)
+        elif name in self.started:
+            self.seconds[name] = round(time.time() - self.started[name], 1)
+            print(f"[run-local] {name} finished in {self.seconds[name]:.1f}s", flush=True)
+
+
+def run_local(config: RunConfig) -> RunSummary:
+    config = config.with_labels()
+    os.makedirs(config.pipeline_root, exist_ok=True)
+    timer = _ComponentTimer()
+    root_logger = logging.getLogger()
+    root_logger.addHandler(timer)
+    if root_logger.level > logging.INFO or root_logger.level == logging.NOTSET:
+        root_logger.setLevel(logging.INFO)
+    start = time.time()
+    try:
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
+    finally:
+        root_logger.removeHandler(timer)
+    summary = summarize(config)
+    summary.seconds = round(time.time() - start, 1)
+    summary.component_seconds = timer.seconds
+    return summary
+
+
+def summarize(config: RunConfig) -> RunSummary:
+    """Reads the newest Evaluator and Pusher outputs of this pipeline from its ML Metadata store."""
+    import tensorflow_model_analysis as tfma
+    from tfx.orchestration import metadata
+
+    from components.evaluation import GATE_FILE
+    import json
+    import tensorflow as tf
+
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    with metadata.Metadata(connection) as m:
+        def newest(type_name):
+            artifacts = m.store.get_artifacts_by_type(type_name)
+            return max(artifacts, key=lambda a: a.id) if artifacts else None
+        evaluation, pushed = newest("ModelEvaluation"), newest("PushedModel")
+
+    metrics, failures, blessed = {}, [], None
+    if evaluation is not None:
+        for per_slice in tfma.load_metrics(evaluation.uri):
+            if per_slice.slice_key.single_slice_keys:
+                continue
+            for key_and_value in per_slice.metric_keys_and_values:
+                value = key_and_value.value
+                if value.HasField("double_value") and not key_and_value.key.HasField("sub_key"):
+                    metrics[key_and_value.key.name] = round(value.double_value.value, 4)
+        gate_path = os.path.join(evaluation.uri, GATE_FILE)
+        if tf.io.gfile.exists(gate_path):
+            with tf.io.gfile.GFile(gate_path) as f:
+                gate = json.load(f)
+            blessed, failures = gate["blessed"], gate["failures"]
+    pushed_version = pushed_path = None
+    if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
+        pushed_version = pushed.custom_properties["pushed_version"].string_value
+        pushed_path = pushed.custom_properties["pushed_destination"].string_value
+    return RunSummary(seconds=0.0, blessed=blessed, pushed_version=pushed_version, pushed_path=pushed_path,
+                      metrics=metrics, gate_failures=failures, component_seconds={})

@@ -1,0 +1,72 @@
+"""The pipeline DAG, built from one RunConfig; the runners (local_runner, kubeflow_runner) only choose where it runs.
+
+ingest ─▶ ClipGen ─▶ Transform ─▶ MultiWorkerTrainer ─▶ Evaluator(+ baseline = latest pushed model) ─▶ ServingPusher
+"""
+from __future__ import annotations
+
+import os
+
+from tfx import v1 as tfx
+
+from components.clipgen import ClipGen
+from components.evaluation import Evaluator, make_eval_config
+from components.ingest import make_video_example_gen
+from components.pusher import LatestPushedModel, ServingPusher
+from components.schema import ClipSchemaGen
+from components.trainer.component import MultiWorkerTrainer
+from pipeline.config import RunConfig
+
+TRANSFORM_FN = "components.transform_module.preprocessing_fn"
+
+
+def create_components(config: RunConfig, launcher: str = "local", launcher_options: dict | None = None) -> list:
+    if not config.labels:
+        raise ValueError("config.labels is empty: call config.with_labels() first")
+    clips = config.clips
+    ingest = make_video_example_gen(config.data_dir)
+    clipgen = ClipGen(
+        examples=ingest.outputs["examples"],
+        num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height, width=clips.width,
+        clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.clips_per_video_eval,
+        seed=clips.seed, labels=list(config.labels), max_rejected_fraction=config.max_rejected_fraction)
+    schema = ClipSchemaGen()
+    transform = tfx.components.Transform(
+        examples=clipgen.outputs["clips"], schema=schema.outputs["schema"],
+        preprocessing_fn=TRANSFORM_FN,
+        custom_config={"clip_shape": list(clips.shape), "labels": list(config.labels)},
+        materialize=False,            # the Trainer applies the TFT layer in tf.data (see README: measured)
+        disable_statistics=True)
+    trainer = MultiWorkerTrainer(
+        examples=clipgen.outputs["clips"], transform_graph=transform.outputs["transform_graph"],
+        config=config.training_config(), launcher=launcher, launcher_options=launcher_options or {})
+    baseline = LatestPushedModel(serving_base_dir=config.serving_dir, model_name=config.model_name)
+    evaluator = Evaluator(
+        examples=clipgen.outputs["clips"], model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["baseline"],
+        example_splits=["eval"],
+        eval_config=make_eval_config(len(config.labels), config.gate.min_accuracy,
+                                     config.gate.max_accuracy_drop, config.gate.top_k))
+    pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+                           serving_base_dir=config.serving_dir, model_name=config.model_name)
+    # Stable ids (the TFX default is the class name): they name folders under pipeline_root and KFP tasks.
+    for component, node_id in [(ingest, "Ingest"), (clipgen, "ClipGen"), (schema, "ClipSchema"),
+                               (transform, "Transform"), (trainer, "Trainer"), (baseline, "Baseline"),
+                               (evaluator, "Evaluator"), (pusher, "Pusher")]:
+        component.with_id(node_id)
+    return [ingest, clipgen, schema, transform, trainer, baseline, evaluator, pusher]
+
+
+def create_pipeline(config: RunConfig, *, metadata_path: str | None = None, **component_kwargs) -> tfx.dsl.Pipeline:
+    """``metadata_path``: a local sqlite file for LocalDagRunner; None on Kubeflow (the cluster's MLMD)."""
+    metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+                if metadata_path else None)
+    if metadata_path:
+        os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config, **component_kwargs),
+        metadata_connection_config=metadata,
+        enable_cache=True,
+        beam_pipeline_args=list(config.beam_args),
+    )

@@ -1,0 +1,63 @@
+"""The typed run config: presets, YAML files, overrides, and clear errors for bad values."""
+import pytest
+
+from pipeline.config import ConfigError, RunConfig, dump_yaml, load_config, parse_override
+
+
+def test_defaults_are_the_demo_and_build_a_training_config():
+    config = load_config("demo", {"labels": ["b", "a"]})
+    training = config.training_config()
+    assert training.workers == 2
+    assert training.clip_shape == config.clips.shape == (8, 64, 64, 3)
+    assert training.labels == ("b", "a")
+
+
+def test_yaml_file_then_overrides_win(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("pipeline_name: my-run\nclips:\n  num_frames: 16\ntraining:\n  epochs: 3\n")
+    config = load_config(str(path), ["training.epochs=5", "clips.height=32", "beam_args=[--a, --b]"])
+    assert config.pipeline_name == "my-run"
+    assert config.clips.num_frames == 16 and config.clips.height == 32
+    assert config.training["epochs"] == 5
+    assert config.training["workers"] == 2          # untouched demo default survives a partial section
+    assert config.beam_args == ("--a", "--b")
+
+
+def test_dump_and_reload_round_trip(tmp_path):
+    config = load_config("smoke", ["labels=[x, y]"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(config))
+    assert load_config(str(path)) == config
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainig.epochs=3", "unknown key"),
+    ("training.epoch=3", "epoch"),
+    ("training.labels=[a]", "derived"),
+    ("clips.num_frames=0", "clips.num_frames must be a positive integer, got 0"),
+    ("pipeline_name=My_Run", "pipeline_name must match"),
+    ("gate.min_accuracy=1.5", "gate.min_accuracy must be in [0, 1], got 1.5"),
+    ("training.workers=0", "workers"),
+])
+def test_bad_values_fail_at_load_time_naming_the_setting(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config("demo", [override])
+
+
+def test_override_syntax():
+    assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ConfigError, match="section.field=value"):
+        parse_override("nonsense")
+
+
+def test_missing_file_is_named():
+    with pytest.raises(ConfigError, match="no-such.yaml"):
+        load_config("no-such.yaml")
+
+
+def test_labels_come_from_the_label_map(tmp_path):
+    (tmp_path / "label_map.txt").write_text("up\ndown\n")
+    config = RunConfig(data_dir=str(tmp_path)).with_labels()
+    assert config.labels == ("down", "up")
+    with pytest.raises(ConfigError, match="label_map.txt"):
+        RunConfig(data_dir=str(tmp_path / "nowhere")).with_labels()
