@@ -18,6 +18,7 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs
 
+from components import video_metrics
 from components.pusher import BASELINE_FOUND
 from components.transform_module import LABEL
 
@@ -44,6 +45,7 @@ def make_eval_config(num_classes: int, min_accuracy: float, max_accuracy_drop: f
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"from_logits": False})),
         tfma.MetricConfig(class_name="ExampleCount"),
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+        tfma.MetricConfig(class_name="VideoAccuracy", module=video_metrics.__name__),
     ]
     per_class = tfma.MetricsSpec(
         metrics=[tfma.MetricConfig(class_name="Precision"), tfma.MetricConfig(class_name="Recall")],

@@ -16,7 +16,8 @@ import shutil
 import time
 import uuid
 
-import tensorflow as tf
+
+from components import gcs
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,10 @@ class PushResult:
 
 def existing_versions(model_base: str) -> list[int]:
     """All-digit children of ``<base>/<model_name>`` (what TF Serving treats as versions), ascending."""
-    if model_base.startswith("gs://"):
-        bucket, prefix = _split_gs(model_base)
+    if gcs.is_gcs(model_base):
+        bucket, prefix = _bucket_and_dir(model_base)
         names = {blob.name[len(prefix):].split("/", 1)[0]
-                 for blob in _gcs_client().list_blobs(bucket, prefix=prefix)}
+                 for blob in gcs.client().list_blobs(bucket, prefix=prefix)}
     else:
         names = os.listdir(model_base) if os.path.isdir(model_base) else []
     return sorted(int(n) for n in names if n.isdigit())
@@ -52,8 +53,8 @@ def latest_version_path(model_base: str) -> str | None:
     """Path of the highest complete version (has saved_model.pb), or None."""
     for version in reversed(existing_versions(model_base)):
         path = _join(model_base, str(version))
-        if tf.io.gfile.exists(_join(path, SAVED_MODEL_FILE)) if not path.startswith("gs://") else \
-                _gcs_blob_exists(_join(path, SAVED_MODEL_FILE)):
+        marker = _join(path, SAVED_MODEL_FILE)
+        if _gcs_blob_exists(marker) if gcs.is_gcs(marker) else os.path.exists(marker):
             return path
     return None
 
@@ -69,14 +70,15 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, *, bles
                version: int | None = None) -> PushResult:
     if not blessed:
         raise NotBlessedError(f"model {saved_model_dir} is not blessed by the Evaluator; refusing to push it")
-    if not tf.io.gfile.exists(os.path.join(saved_model_dir, SAVED_MODEL_FILE)):
+    marker = _join(saved_model_dir, SAVED_MODEL_FILE)
+    if not (_gcs_blob_exists(marker) if gcs.is_gcs(marker) else os.path.exists(marker)):
         raise FileNotFoundError(f"{saved_model_dir} holds no {SAVED_MODEL_FILE}: not a SavedModel")
     if not model_name or "/" in model_name:
         raise ValueError(f"model_name must be a non-empty name without '/', got {model_name!r}")
     model_base = _join(serving_base, model_name)
     version = next_version(model_base) if version is None else int(version)
     target = _join(model_base, str(version))
-    if serving_base.startswith("gs://"):
+    if gcs.is_gcs(serving_base):
         _push_gcs(saved_model_dir, target)
     else:
         _push_local(saved_model_dir, model_base, target)
@@ -101,18 +103,30 @@ def _push_local(saved_model_dir: str, model_base: str, target: str) -> None:
 
 
 def _push_gcs(saved_model_dir: str, target: str) -> None:
+    """Uploads (local source) or server-side copies (gs:// source, e.g. a Kubeflow pipeline root)."""
     from google.api_core.exceptions import PreconditionFailed
 
-    bucket_name, prefix = _split_gs(target)
-    client = _gcs_client()
+    bucket_name, prefix = _bucket_and_dir(target)
+    client = gcs.client()
     bucket = client.bucket(bucket_name)
     if any(True for _ in client.list_blobs(bucket_name, prefix=prefix, max_results=1)):
         raise VersionExistsError(f"version {target} already exists; versions are never overwritten")
-    files = sorted(_local_files(saved_model_dir), key=lambda rel: rel == SAVED_MODEL_FILE)  # model file last
+    if gcs.is_gcs(saved_model_dir):
+        source_bucket_name, source_prefix = _bucket_and_dir(saved_model_dir)
+        source_bucket = client.bucket(source_bucket_name)
+        files = [b.name[len(source_prefix):] for b in client.list_blobs(source_bucket_name, prefix=source_prefix)]
+    else:
+        files = _local_files(saved_model_dir)
+    files.sort(key=lambda rel: rel == SAVED_MODEL_FILE)  # the model file last: a partial version has none
     try:
         for rel in files:
-            # if_generation_match=0: the upload fails if the object exists (a concurrent push of the same version).
-            bucket.blob(prefix + rel).upload_from_filename(os.path.join(saved_model_dir, rel), if_generation_match=0)
+            # if_generation_match=0: fails if the object exists (a concurrent push of the same version).
+            if gcs.is_gcs(saved_model_dir):
+                source_bucket.copy_blob(source_bucket.blob(source_prefix + rel), bucket, prefix + rel,
+                                        if_generation_match=0)
+            else:
+                bucket.blob(prefix + rel).upload_from_filename(os.path.join(saved_model_dir, rel),
+                                                               if_generation_match=0)
     except PreconditionFailed:
         raise VersionExistsError(f"version {target} was written concurrently; this push stopped") from None
 
@@ -125,22 +139,18 @@ def _local_files(root: str) -> list[str]:
 
 
 def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts]) if base.startswith("gs://") else os.path.join(base, *parts)
+    return "/".join([base.rstrip("/"), *parts]) if gcs.is_gcs(base) else os.path.join(base, *parts)
 
 
-def _split_gs(path: str) -> tuple[str, str]:
-    bucket, _, prefix = path[len("gs://"):].partition("/")
-    return bucket, (prefix.rstrip("/") + "/") if prefix else ""
+def _bucket_and_dir(uri: str) -> tuple[str, str]:
+    """'gs://b/x/y' -> ('b', 'x/y/'): a prefix that matches only that directory's objects."""
+    bucket, name = gcs.split_gcs(uri)
+    return bucket, (name.rstrip("/") + "/") if name else ""
 
 
-def _gcs_client():
-    from google.cloud import storage
-    return storage.Client()
-
-
-def _gcs_blob_exists(path: str) -> bool:
-    bucket, name = path[len("gs://"):].split("/", 1)
-    return _gcs_client().bucket(bucket).blob(name).exists()
+def _gcs_blob_exists(uri: str) -> bool:
+    bucket, name = gcs.split_gcs(uri)
+    return gcs.client().bucket(bucket).blob(name).exists()
 
 
 # ---- TFX components -----------------------------------------------------------------------------------
