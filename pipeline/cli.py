@@ -39,16 +39,17 @@ def _load(args) -> "RunConfig":
 
 def cmd_demo_data(args) -> int:
     from pipeline.demo_data import generate_demo_data
-    summary = generate_demo_data(args.out, videos_per_class=args.videos_per_class, seed=args.seed)
-    print(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else summary.__dict__, indent=2, default=str))
+    kwargs = {"videos_per_class": args.videos_per_class} if args.videos_per_class else {}
+    summary = generate_demo_data(args.out, seed=args.seed, **kwargs)
+    print(json.dumps(summary.to_dict(), indent=2, default=str))
     return 0
 
 
 def cmd_convert(args) -> int:
     from components.convert import run_convert
     summary = run_convert(args.input, args.out, fps=args.fps, short_side=args.short_side, max_frames=args.max_frames,
-                          num_shards=args.shards, beam_args=args.beam_args)
-    print(json.dumps(summary.__dict__, indent=2, default=str))
+                          num_shards=args.shards, beam_args=args.beam_args, overwrite=args.overwrite)
+    print(json.dumps(summary.to_dict(), indent=2, default=str))
     return 0
 
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-side", type=int, default=128, help="resize frames so the short side is this (never upscales)")
     p.add_argument("--max-frames", type=int, default=300, help="cap per video (bounds memory for long videos)")
     p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
     p.add_argument("beam_args", nargs=argparse.REMAINDER,
                    help="after --: Beam pipeline args, e.g. -- --runner=DataflowRunner --project=...")
     p.set_defaults(func=cmd_convert)

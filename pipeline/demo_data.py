@@ -90,6 +90,10 @@ class DemoDataSummary:
     def megabytes(self) -> float:
         return self.total_bytes / 1e6
 
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "num_train_videos": self.num_train_videos,
+                "num_eval_videos": self.num_eval_videos, "megabytes": round(self.megabytes, 2)}
+
 
 # ---- one video ------------------------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Video records in the Model Garden / DMVR key convention read through video_format.parse_video."""
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import video_format
+
+
+def _model_garden_record(frames, label, label_index, filename, frame_rate=30.0):
+    """Written with the raw tf.train API and literal keys, the way Model Garden's and DMVR's UCF101/Kinetics
+    generators write them (video/filename instead of example/id), independent of video_format's writer."""
+    seq = tf.train.SequenceExample()
+    ctx = seq.context.feature
+    ctx["video/filename"].bytes_list.value.append(filename.encode())
+    ctx["clip/label/index"].int64_list.value.append(label_index)
+    ctx["clip/label/string"].bytes_list.value.append(label.encode())
+    ctx["image/height"].int64_list.value.append(frames.shape[1])
+    ctx["image/width"].int64_list.value.append(frames.shape[2])
+    ctx["image/frame_rate"].float_list.value.append(frame_rate)
+    feature_list = seq.feature_lists.feature_list["image/encoded"]
+    for frame in frames:
+        ok, jpeg = cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        assert ok
+        feature_list.feature.add().bytes_list.value.append(jpeg.tobytes())
+    return seq.SerializeToString()
+
+
+def _gradient_frames(num_frames=5, height=24, width=40):
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([np.stack([xx * 6 + t * 10, yy * 10, np.full_like(xx, 200 - t * 30)], axis=-1)
+                     for t in range(num_frames)]).clip(0, 255).astype(np.uint8)
+
+
+def test_model_garden_record_parses_with_documented_keys(tmp_path):
+    frames = _gradient_frames()
+    path = str(tmp_path / "ucf.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(_model_garden_record(frames, "ApplyLipstick", 1, "v_ApplyLipstick_g01_c01.avi"))
+    raw = next(iter(tf.data.TFRecordDataset(path))).numpy()
+
+    video = video_format.parse_video(raw, source=path)
+    assert video.video_id == "v_ApplyLipstick_g01_c01.avi"
+    assert (video.label, video.label_index) == ("ApplyLipstick", 1)
+    assert (video.height, video.width, video.frame_rate) == (24, 40, 30.0)
+    assert len(video.jpeg_frames) == 5
+    decoded = np.stack([video_format.decode_jpeg(j) for j in video.jpeg_frames])
+    assert decoded.shape == frames.shape
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 3      # JPEG, not garbage
+    assert np.abs(decoded[4].astype(int) - frames[0].astype(int)).mean() > 20  # frame order kept
+
+
+def test_written_records_parse_in_graph_like_model_garden_decoders():
+    frames = _gradient_frames(3)
+    jpegs = [video_format.encode_jpeg(f) for f in frames]
+    record = video_format.make_video_example("a/b", jpegs, "walk", 2, 24, 40, 25.0).SerializeToString()
+    keys = video_format.DEFAULT_VIDEO_KEYS
+    context, sequence = tf.io.parse_single_sequence_example(
+        record,
+        context_features={keys.label_index: tf.io.FixedLenFeature([], tf.int64),
+                          keys.label_string: tf.io.FixedLenFeature([], tf.string),
+                          keys.video_ids[0]: tf.io.FixedLenFeature([], tf.string)},
+        sequence_features={keys.frames: tf.io.FixedLenSequenceFeature([], tf.string)})
+    assert int(context[keys.label_index]) == 2 and context[keys.label_string].numpy() == b"walk"
+    assert context[keys.video_ids[0]].numpy() == b"a/b"
+    images = tf.map_fn(tf.io.decode_jpeg, sequence[keys.frames], fn_output_signature=tf.uint8)
+    assert tuple(images.shape) == (3, 24, 40, 3)
+
+
+def test_record_without_frames_names_the_source():
+    seq = tf.train.SequenceExample()
+    seq.context.feature["video/filename"].bytes_list.value.append(b"x.avi")
+    with pytest.raises(video_format.VideoRecordError, match="shard-3.*image/encoded"):
+        video_format.parse_video(seq.SerializeToString(), source="shard-3")
+    with pytest.raises(video_format.VideoRecordError, match="not a tf.train.SequenceExample"):
+        video_format.parse_video(b"\xff\x00garbage", source="shard-3")
