@@ -13,3 +13,15 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tf_keras as keras  # noqa: E402  (must follow the environment variable)
 
 __all__ = ["keras"]
+
+# AutoGraph does not skip tf_keras (it only skips tensorflow's own modules), so it rewrites Keras internals on
+# every trace: a first `fit` of this model took ~30 s instead of ~10 s. Telling it not to convert tf_keras is a
+# private TF API, hence the guard: if it moves, we only lose the speed-up.
+try:
+    from tensorflow.python.autograph.core import config as _autograph_config
+
+    if not any(getattr(rule, "module_prefix", "") == "tf_keras" for rule in _autograph_config.CONVERSION_RULES):
+        _autograph_config.CONVERSION_RULES = ((_autograph_config.DoNotConvert("tf_keras"),)
+                                              + tuple(_autograph_config.CONVERSION_RULES))
+except (ImportError, AttributeError):  # pragma: no cover
+    pass

@@ -1,0 +1,210 @@
+"""Building-block layers of BResNet162Plus1DD: the (2+1)D convolution and two activation layers.
+
+Every public class here validates its arguments in ``__init__``, round-trips through ``get_config`` /
+``from_config`` and is registered under the ``bresnet`` package, so saved models reload without
+``custom_objects``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from bresnet._keras import keras
+
+PACKAGE = "bresnet"
+
+# The ``call`` methods of the composite layers here are marked ``@tf.autograph.experimental.do_not_convert``:
+# Keras runs ``call`` through AutoGraph when tracing, and AutoGraph does not skip the ``tf_keras`` package, so
+# it would transpile Keras internals on every trace (tens of seconds per model build). These calls branch only
+# on Python configuration, never on tensors, so they need no conversion.
+
+NORMALIZATIONS = (None, "batch_norm", "layer_norm")
+ACTIVATIONS = (None, "relu", "leaky_relu", "hard_swish", "mish")
+PADDINGS = ("same", "valid")
+
+
+class StoredConfigMixin:
+    """``get_config`` built from the constructor arguments a class names once in ``_config_fields``.
+
+    Each class keeps its validated constructor arguments as attributes of the same name, so the config is
+    those attributes plus the base class's (name, trainable and, for layers, dtype). Keras wraps tuples
+    assigned to layer attributes in tracking proxies; they are turned back into plain tuples here so configs
+    compare equal and serialize to JSON.
+    """
+
+    _config_fields: tuple[str, ...] = ()
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        # keras.Layer's config carries name/trainable/dtype; a subclassed keras.Model's base config is empty.
+        config.setdefault("name", self.name)
+        config.setdefault("trainable", self.trainable)
+        for field in self._config_fields:
+            value = getattr(self, field)
+            config[field] = tuple(value) if isinstance(value, (tuple, list)) else value
+        return config
+
+
+def triple(value: int | Sequence[int], arg: str) -> tuple[int, int, int]:
+    """An int or a 3-sequence of positive ints as a (time, height, width) tuple; names ``arg`` on error."""
+    if isinstance(value, bool):
+        raise TypeError(f"{arg} must be an int or 3 ints, got {value!r}")
+    if isinstance(value, int):
+        value = (value, value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise TypeError(f"{arg} must be an int or a sequence of 3 ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{arg} must contain ints, got {value!r}")
+    if any(v < 1 for v in value):
+        raise ValueError(f"{arg} must be positive, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def positive_int(value: int, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{arg} must be positive, got {value!r}")
+    return value
+
+
+def choice(value, options: tuple, arg: str):
+    if value not in options:
+        raise ValueError(f"{arg} must be one of {options}, got {value!r}")
+    return value
+
+
+def conv_output_length(length: int | None, kernel: int, stride: int, padding: str) -> int | None:
+    """Output length of a convolution/pooling along one axis (None stays None)."""
+    if length is None:
+        return None
+    if padding == "same":
+        return -(-length // stride)
+    return -(-(length - kernel + 1) // stride)
+
+
+def middle_width(in_channels: int, filters: int, kernel_size: tuple[int, int, int]) -> int:
+    """Width M between the spatial and temporal convolutions (Tran et al. 2018, §3.5).
+
+    Chosen so the (2+1)D pair has (about) the parameters of the full t×h×w convolution:
+    kh·kw·Cin·M + kt·M·F ≈ kt·kh·kw·Cin·F  ⇒  M = ceil(kt·kh·kw·Cin·F / (kh·kw·Cin + kt·F)).
+    """
+    kt, kh, kw = kernel_size
+    numerator = kt * kh * kw * in_channels * filters
+    return -(-numerator // (kh * kw * in_channels + kt * filters))   # exact integer ceil
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HardSwish(keras.layers.Layer):
+    """x · relu6(x + 3) / 6 (Howard et al. 2019)."""
+
+    def call(self, inputs):
+        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Mish(keras.layers.Layer):
+    """x · tanh(softplus(x)) (Misra 2019)."""
+
+    def call(self, inputs):
+        return inputs * tf.math.tanh(tf.math.softplus(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+
+def make_activation(activation: str | None, name: str) -> keras.layers.Layer | None:
+    if activation is None:
+        return None
+    if activation == "relu":
+        return keras.layers.ReLU(name=name)
+    if activation == "leaky_relu":
+        return keras.layers.LeakyReLU(name=name)
+    if activation == "hard_swish":
+        return HardSwish(name=name)
+    return Mish(name=name)
+
+
+def make_normalization(normalization: str | None, name: str) -> keras.layers.Layer | None:
+    if normalization is None:
+        return None
+    if normalization == "batch_norm":
+        # fused=None lets Keras pick the fused kernel, which it supports for rank-5 channels-last inputs.
+        return keras.layers.BatchNormalization(axis=-1, name=name)
+    return keras.layers.LayerNormalization(axis=-1, name=name)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
+    """(2+1)D convolution: spatial Conv3D (1,kh,kw) then temporal Conv3D (kt,1,1), then norm and activation.
+
+    The spatial convolution carries the height/width strides and the temporal one the time stride. The
+    middle width follows :func:`middle_width`; it depends on the input channels, so the sub-layers are
+    created in ``build``. Inputs are channels-last ``[B, T, H, W, C]``.
+    """
+
+    _config_fields = ("filters", "kernel_size", "strides", "padding", "use_bias", "normalization", "activation")
+
+    def __init__(self, filters: int, kernel_size: int | Sequence[int], strides: int | Sequence[int] = (1, 1, 1),
+                 padding: str = "same", use_bias: bool = True, normalization: str | None = None,
+                 activation: str | None = None, **kwargs):
+        filters = positive_int(filters, "filters")
+        kernel_size = triple(kernel_size, "kernel_size")
+        strides = triple(strides, "strides")
+        padding = choice(padding, PADDINGS, "padding")
+        if not isinstance(use_bias, bool):
+            raise TypeError(f"use_bias must be a bool, got {use_bias!r}")
+        normalization = choice(normalization, NORMALIZATIONS, "normalization")
+        activation = choice(activation, ACTIVATIONS, "activation")
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.use_bias = use_bias
+        self.normalization = normalization
+        self.activation = activation
+        self.middle_filters: int | None = None
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 5 or input_shape[-1] is None:
+            raise ValueError(f"{self.name}: input must be [B, T, H, W, C] with known C, got {input_shape}")
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.strides
+        self.middle_filters = middle_width(int(input_shape[-1]), self.filters, self.kernel_size)
+        self.spatial = keras.layers.Conv3D(self.middle_filters, (1, kh, kw), strides=(1, sh, sw),
+                                           padding=self.padding, use_bias=self.use_bias, name="spatial")
+        self.temporal = keras.layers.Conv3D(self.filters, (kt, 1, 1), strides=(st, 1, 1),
+                                            padding=self.padding, use_bias=self.use_bias, name="temporal")
+        self.norm = make_normalization(self.normalization, "norm")
+        self.act = make_activation(self.activation, "act")
+        # Build the sub-layers now so all weights exist once this layer is built (saving/loading need that).
+        self.spatial.build(input_shape)
+        middle_shape = self.spatial.compute_output_shape(input_shape)
+        self.temporal.build(middle_shape)
+        if self.norm is not None:
+            self.norm.build(self.temporal.compute_output_shape(middle_shape))
+        super().build(input_shape)
+
+    @tf.autograph.experimental.do_not_convert
+    def call(self, inputs, training=None):
+        x = self.temporal(self.spatial(inputs))
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        if self.act is not None:
+            x = self.act(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        b, t, h, w, _ = tf.TensorShape(input_shape).as_list()
+        lengths = [conv_output_length(n, k, s, self.padding) for n, k, s in zip((t, h, w), self.kernel_size,
+                                                                               self.strides)]
+        return tf.TensorShape([b, *lengths, self.filters])
+
+
+Conv2Plus1DLayer = Conv2Plus1D
