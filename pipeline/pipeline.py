@@ -9,10 +9,10 @@ import os
 from tfx import v1 as tfx
 
 from components.clipgen import ClipGen
+from components.clipgen.schema import ClipSchemaGen
 from components.evaluation import Evaluator, make_eval_config
 from components.ingest import make_video_example_gen
 from components.pusher import LatestPushedModel, ServingPusher
-from components.schema import ClipSchemaGen
 from components.trainer.component import MultiWorkerTrainer
 from pipeline.config import RunConfig
 

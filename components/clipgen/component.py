@@ -1,0 +1,94 @@
+"""ClipGen, the TFX component: video Examples in, fixed-shape clip Examples out (plus dead letters and statistics)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.clipgen import executor
+from components.clipgen.extract import ClipGenConfig, video_keys_from_dict, video_keys_to_dict
+
+
+class ClipGenDeadLetter(types.Artifact):
+    """Videos ClipGen rejected: ``Split-<split>/dead_letter-*.jsonl``, one {video_id, split, reason, detail} a line."""
+    TYPE_NAME = "ClipGenDeadLetter"
+
+
+class ClipGenStatistics(types.Artifact):
+    """``clip_stats.json``: per split videos_in, videos_ok, clips_out, rejected, rejected_by_reason."""
+    TYPE_NAME = "ClipGenStatistics"
+
+
+class ClipGenSpec(ComponentSpec):
+    PARAMETERS = {
+        "num_frames": ExecutionParameter(type=int),
+        "frame_stride": ExecutionParameter(type=int),
+        "height": ExecutionParameter(type=int),
+        "width": ExecutionParameter(type=int),
+        "resize_short_side": ExecutionParameter(type=int, optional=True),
+        "clips_per_video_train": ExecutionParameter(type=int),
+        "clips_per_video_eval": ExecutionParameter(type=int),
+        "seed": ExecutionParameter(type=int),
+        "labels": ExecutionParameter(type=str),        # JSON list of label strings
+        "video_keys": ExecutionParameter(type=str, optional=True),  # JSON dict of VideoKeys fields
+        "max_rejected_fraction": ExecutionParameter(type=float),
+    }
+    INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
+    OUTPUTS = {
+        executor.CLIPS_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.DEAD_LETTER_KEY: ChannelParameter(type=ClipGenDeadLetter),
+        executor.CLIP_STATS_KEY: ChannelParameter(type=ClipGenStatistics),
+    }
+
+
+class ClipGen(base_beam_component.BaseBeamComponent):
+    """Samples fixed-shape clips from every video of every split of ``examples``.
+
+    The "train" split gets seeded random windows and crops, every other split uniformly spaced windows and the
+    centre crop (see components.clip_sampling). Outputs: ``clips`` (Examples, same splits, gzipped TFRecords of
+    video_format clip tf.Examples), ``dead_letter`` (ClipGenDeadLetter) and ``clip_stats`` (ClipGenStatistics).
+    Beam pipeline args come from the pipeline or ``with_beam_pipeline_args``.
+
+    ``max_rejected_fraction``: the run fails (after writing its dead letters and clip_stats) when some split
+    rejects more than this fraction of its videos; 1.0 never fails.
+    """
+    SPEC_CLASS = ClipGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, examples: types.BaseChannel, *, num_frames: int, height: int, width: int,
+                 labels: Sequence[str], frame_stride: int = 1, resize_short_side: int | None = None,
+                 clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
+                 video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0):
+        config = ClipGenConfig(  # validates every argument now, not at run time on a worker
+            num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
+            labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
+            clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval, seed=seed,
+            resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys))
+        executor.check_max_rejected_fraction(max_rejected_fraction)
+        spec = ClipGenSpec(
+            examples=examples,
+            num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
+            width=config.width, resize_short_side=config.resize_short_side,
+            clips_per_video_train=config.clips_per_video_train, clips_per_video_eval=config.clips_per_video_eval,
+            seed=config.seed, labels=json.dumps(list(config.labels)),
+            video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
+            max_rejected_fraction=float(max_rejected_fraction),
+            clips=types.Channel(type=standard_artifacts.Examples),
+            dead_letter=types.Channel(type=ClipGenDeadLetter),
+            clip_stats=types.Channel(type=ClipGenStatistics))
+        super().__init__(spec=spec)
+
+    @property
+    def clip_shape(self) -> list[int]:
+        """[T, H, W, 3]: what Transform's custom_config "clip_shape" must be."""
+        spec = self.spec.exec_properties
+        return [spec["num_frames"], spec["height"], spec["width"], 3]
+
+    @property
+    def labels(self) -> list[str]:
+        """The sorted label map: what Transform's custom_config "labels" must be."""
+        return json.loads(self.spec.exec_properties["labels"])

@@ -1,0 +1,224 @@
+"""One video record in, its clip records out (or the reason it was rejected): ClipGen's per-element work.
+
+No Beam here, so the logic runs and is tested without a pipeline. Only the frames that some clip uses are
+decoded, each once, and resized once; the crops of all clips of the video are cut from those.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from components import clip_sampling
+from components.clip_sampling import check_int
+from components.video_format import (DEFAULT_VIDEO_KEYS, LabelMap, Video, VideoKeys, VideoRecordError,
+                                     decode_jpeg, make_clip_example, parse_video)
+
+# Why a video was rejected: a closed set, so per-reason counters stay few and dashboards stay stable.
+UNPARSABLE_RECORD = "unparsable_record"     # not a SequenceExample, or no frames feature list
+ZERO_FRAMES = "zero_frames"
+MISSING_LABEL = "missing_label"             # neither label string nor label index
+UNKNOWN_LABEL = "unknown_label"             # label string not in the label map / index out of its range
+UNDECODABLE_FRAME = "undecodable_frame"     # a frame some clip needs is not a decodable image
+PROCESSING_ERROR = "processing_error"       # anything unforeseen; counted and reported, never crashes the run
+REJECT_REASONS = (UNPARSABLE_RECORD, ZERO_FRAMES, MISSING_LABEL, UNKNOWN_LABEL, UNDECODABLE_FRAME,
+                  PROCESSING_ERROR)
+
+TRAIN_SPLIT = "train"  # the one split sampled with the train policy (random windows/crops); others use eval
+
+
+class Rejected(Exception):
+    """A video that cannot give clips; ``reason`` is one of REJECT_REASONS, ``detail`` says what was seen."""
+
+    def __init__(self, reason: str, detail: str):
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"reason must be one of {REJECT_REASONS}, got {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipGenConfig:
+    """Everything that decides which clips a video gives. Validated on construction."""
+    num_frames: int
+    frame_stride: int
+    height: int
+    width: int
+    labels: tuple[str, ...]
+    clips_per_video_train: int = 1
+    clips_per_video_eval: int = 1
+    seed: int = 0
+    resize_short_side: int | None = None
+    video_keys: VideoKeys = DEFAULT_VIDEO_KEYS
+
+    def __post_init__(self):
+        for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train",
+                     "clips_per_video_eval"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        if self.resize_short_side is not None:
+            check_int("resize_short_side", self.resize_short_side, minimum=1)
+        if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, Sequence):
+            raise TypeError(f"labels must be a list of label strings, got {type(self.labels).__name__} "
+                            f"{self.labels!r}")
+        if not all(isinstance(label, str) for label in self.labels):
+            raise TypeError(f"labels must all be str, got {list(self.labels)!r}")
+        object.__setattr__(self, "labels", tuple(LabelMap(self.labels).labels))  # sorted, validated
+        if not isinstance(self.video_keys, VideoKeys):
+            raise TypeError(f"video_keys must be a VideoKeys, got {type(self.video_keys).__name__}")
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (self.num_frames, self.height, self.width, 3)
+
+    @property
+    def short_side(self) -> int:
+        if self.resize_short_side is not None:
+            return self.resize_short_side
+        return clip_sampling.default_short_side(self.height, self.width)
+
+    def mode(self, split: str) -> str:
+        return clip_sampling.TRAIN if split == TRAIN_SPLIT else clip_sampling.EVAL
+
+    def clips_per_video(self, split: str) -> int:
+        return self.clips_per_video_train if split == TRAIN_SPLIT else self.clips_per_video_eval
+
+
+def video_keys_from_dict(fields: Mapping[str, Any] | None) -> VideoKeys:
+    """VideoKeys from a JSON-able dict of some of its fields (the rest keep their defaults)."""
+    if fields is None:
+        return DEFAULT_VIDEO_KEYS
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"video_keys must be a dict of VideoKeys fields, got {type(fields).__name__} {fields!r}")
+    known = {f.name for f in dataclasses.fields(VideoKeys)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"video_keys has unknown fields {unknown}; known fields: {sorted(known)}")
+    values = dict(fields)
+    if "video_ids" in values:
+        if isinstance(values["video_ids"], str):
+            raise TypeError(f"video_keys['video_ids'] must be a list of keys, got {values['video_ids']!r}")
+        values["video_ids"] = tuple(values["video_ids"])
+    for name, value in values.items():
+        items = value if name == "video_ids" else (value,)
+        if not all(isinstance(v, str) and v for v in items):
+            raise TypeError(f"video_keys[{name!r}] must be non-empty string(s), got {value!r}")
+    return VideoKeys(**values)
+
+
+def video_keys_to_dict(keys: VideoKeys) -> dict:
+    fields = dataclasses.asdict(keys)
+    fields["video_ids"] = list(fields["video_ids"])
+    return fields
+
+
+@dataclasses.dataclass
+class VideoClips:
+    """The outcome of one accepted video: serialized clip tf.Examples and how much decoding it took."""
+    video_id: str
+    label: str
+    clips: list[bytes]
+    frames_decoded: int
+    frames_resized_to_fit: int  # frames whose decoded size differed from the video's first needed frame
+
+
+_NO_ID = "\0no-id\0"
+
+
+def extract_clips(serialized: bytes, split: str, config: ClipGenConfig, label_map: LabelMap) -> VideoClips:
+    """Serialized video SequenceExample -> its clips under ``split``'s policy. Raises Rejected.
+
+    All clips are built before any is returned, so a video either gives all its clips or is rejected: counts in
+    always equal clips out plus rejected."""
+    video = _parse(serialized, config.video_keys)
+    num_video_frames = len(video.jpeg_frames)
+    if num_video_frames == 0:
+        raise Rejected(ZERO_FRAMES, "the frames feature list is empty")
+    label = resolve_label(video, label_map)
+    mode = config.mode(split)
+    seed = clip_sampling.derive_seed(config.seed, video.video_id) if mode == clip_sampling.TRAIN else 0
+    windows = clip_sampling.sample_windows(mode, num_video_frames, config.num_frames, config.frame_stride,
+                                           config.clips_per_video(split), seed)
+    needed = sorted({i for w in windows for i in w.frames})
+    frames, mismatched = _decode_and_resize(video, needed, config)
+    height, width = frames[needed[0]].shape[:2]  # every needed frame has this size after _decode_and_resize
+    clips = []
+    for window in windows:
+        box = clip_sampling.crop_box(mode, height, width, config.height, config.width, seed, window.clip_index)
+        clip = np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
+                         for i in window.frames])
+        example = make_clip_example(clip, label, video.video_id, window.clip_index)
+        clips.append(example.SerializeToString(deterministic=True))  # same input, same bytes
+    return VideoClips(video.video_id, label, clips, frames_decoded=len(needed), frames_resized_to_fit=mismatched)
+
+
+def resolve_label(video: Video, label_map: LabelMap) -> str:
+    """The video's label string; a record with only a label index is mapped through the label map."""
+    if video.label is not None:
+        if video.label not in label_map:
+            raise Rejected(UNKNOWN_LABEL, f"label {video.label!r} is not in the label map ({len(label_map)} labels)")
+        return video.label
+    if video.label_index is not None:
+        if not 0 <= video.label_index < len(label_map):
+            raise Rejected(UNKNOWN_LABEL, f"label index {video.label_index} is outside the label map "
+                                          f"[0, {len(label_map)})")
+        return label_map.labels[video.label_index]
+    raise Rejected(MISSING_LABEL, "the record has neither a label string nor a label index")
+
+
+def dead_letter_line(video_id: str, split: str, reason: str, detail: str) -> str:
+    return json.dumps({"video_id": video_id, "split": split, "reason": reason, "detail": detail}, sort_keys=True)
+
+
+def record_id(serialized: bytes, keys: VideoKeys = DEFAULT_VIDEO_KEYS) -> str:
+    """Best-effort id of a record for the dead-letter line, even when it does not parse as a video."""
+    try:
+        video = parse_video(serialized, keys, source=_NO_ID)
+        if video.video_id != _NO_ID:
+            return video.video_id
+    except VideoRecordError:
+        pass
+    return f"record-sha1:{hashlib.sha1(serialized).hexdigest()[:16]}"
+
+
+def _parse(serialized: bytes, keys: VideoKeys) -> Video:
+    try:
+        video = parse_video(serialized, keys, source=_NO_ID)
+    except VideoRecordError as exc:
+        raise Rejected(UNPARSABLE_RECORD, str(exc).replace(_NO_ID + ": ", "")) from None
+    if video.video_id == _NO_ID:
+        video.video_id = record_id(serialized, keys)
+    return video
+
+
+def _decode_and_resize(video: Video, indices: list[int], config: ClipGenConfig) -> tuple[dict[int, np.ndarray], int]:
+    """Decode each needed frame once and resize it for the crop.
+
+    The resize target comes from the first needed frame; a frame of another size is resized to that same target
+    (so all frames of a clip stack), and counted."""
+    import cv2
+    frames: dict[int, np.ndarray] = {}
+    target = None
+    reference_shape = None
+    mismatched = 0
+    for i in indices:
+        try:
+            frame = decode_jpeg(video.jpeg_frames[i])
+        except ValueError as exc:
+            raise Rejected(UNDECODABLE_FRAME, f"frame {i}: {exc}") from None
+        if target is None:
+            reference_shape = frame.shape[:2]
+            target = clip_sampling.resized_shape(reference_shape[0], reference_shape[1], config.short_side,
+                                                 config.height, config.width)
+        elif frame.shape[:2] != reference_shape:
+            mismatched += 1
+        if frame.shape[:2] != target:
+            shrinking = frame.shape[0] * frame.shape[1] > target[0] * target[1]
+            frame = cv2.resize(frame, (target[1], target[0]),
+                               interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        frames[i] = frame
+    return frames, mismatched
