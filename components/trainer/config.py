@@ -1,0 +1,178 @@
+"""Typed, validated training configuration and the job description a launcher starts workers with.
+
+``TrainingConfig`` is what a pipeline author sets (it travels as JSON in the component's execution
+parameter); ``TrainingJob`` adds where things are (data, Transform graph, outputs, scratch) and is what a
+launcher hands to every worker process, again as JSON. Both are frozen: a worker can't drift from what
+the executor decided.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Sequence
+
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _require_float(name: str, value: Any, minimum: float, *, inclusive: bool = True,
+                   maximum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value!r}")
+    if maximum is not None and value >= maximum:
+        raise ValueError(f"{name} must be < {maximum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters and cluster size of one training run.
+
+    ``labels`` are the class names in label-map order (index i is class i); ``clip_shape`` is
+    [T, H, W, 3]. The global batch is ``batch_size_per_worker * workers``: adding workers adds data
+    per step, it does not split a fixed batch.
+    """
+    labels: tuple[str, ...]
+    clip_shape: tuple[int, int, int, int]
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    eval_steps: int = 10
+    batch_size_per_worker: int = 8
+    learning_rate: float = 1e-3
+    warmup_cosine: bool = True          # linear warm-up then cosine decay to 0 over all steps; else constant
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"            # "adamw" or "sgd" (momentum 0.9, decoupled weight decay)
+    weight_decay: float = 1e-4
+    dropout: float = 0.0
+    workers: int = 1
+    seed: int = 0
+    collective_timeout_s: float = 300.0
+    max_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        # Accept lists (JSON) but store tuples so the config stays hashable and immutable.
+        if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, Sequence):
+            raise TypeError(f"labels must be a sequence of class names, got {self.labels!r}")
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if len(self.labels) < 2:
+            raise ValueError(f"labels must name at least 2 classes, got {list(self.labels)!r}")
+        bad = [l for l in self.labels if not isinstance(l, str) or not l or "\n" in l]
+        if bad:
+            raise ValueError(f"labels must be non-empty single-line strings, got {bad!r}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {list(self.labels)!r}")
+
+        if isinstance(self.clip_shape, (str, bytes)) or not isinstance(self.clip_shape, Sequence):
+            raise TypeError(f"clip_shape must be a sequence [T, H, W, 3], got {self.clip_shape!r}")
+        object.__setattr__(self, "clip_shape", tuple(self.clip_shape))
+        if (len(self.clip_shape) != 4 or self.clip_shape[3] != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.clip_shape)):
+            raise ValueError(f"clip_shape must be 4 positive ints [T, H, W, 3], got {list(self.clip_shape)!r}")
+
+        _require_int("epochs", self.epochs, 1)
+        _require_int("steps_per_epoch", self.steps_per_epoch, 1)
+        _require_int("eval_steps", self.eval_steps, 0)
+        _require_int("batch_size_per_worker", self.batch_size_per_worker, 1)
+        _require_int("workers", self.workers, 1)
+        _require_int("seed", self.seed, 0)
+        _require_int("max_restarts", self.max_restarts, 0)
+        _require_float("learning_rate", self.learning_rate, 0.0, inclusive=False)
+        _require_float("warmup_epochs", self.warmup_epochs, 0.0)
+        _require_float("weight_decay", self.weight_decay, 0.0)
+        _require_float("dropout", self.dropout, 0.0, maximum=1.0)
+        _require_float("collective_timeout_s", self.collective_timeout_s, 0.0, inclusive=False)
+        if not isinstance(self.warmup_cosine, bool):
+            raise TypeError(f"warmup_cosine must be a bool, got {self.warmup_cosine!r}")
+        if self.warmup_cosine and self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must be <= epochs ({self.epochs}), got {self.warmup_epochs!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size_per_worker * self.workers
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        d["clip_shape"] = list(self.clip_shape)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"training config must be a JSON object, got {d!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:  # a typo must not silently fall back to a default
+            raise ValueError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainingConfig":
+        if not isinstance(text, str):
+            raise TypeError(f"training config JSON must be a str, got {type(text).__name__}")
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"training config is not valid JSON ({exc}): {text[:200]!r}") from None
+        return cls.from_dict(d)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingJob:
+    """Everything a worker needs besides TF_CONFIG. Paths may be local or any tf.io.gfile URI.
+
+    ``train_uri``/``eval_uri`` are split directories of gzipped clip TFRecords; ``transform_graph_uri`` is
+    a TFT output directory; ``serving_model_dir`` receives the exported SavedModel (chief only);
+    ``run_dir`` receives TensorBoard logs and the training history; ``scratch_dir`` must be shared by all
+    workers (BackupAndRestore checkpoints, per-worker logs, progress and weight checksums).
+    ``model_builder`` is the 'module:function' import path of a callable with ``build_classifier``'s
+    signature ``(num_classes, clip_shape, dropout=)`` returning a built Keras model.
+    """
+    config: TrainingConfig
+    train_uri: str
+    eval_uri: str
+    transform_graph_uri: str
+    serving_model_dir: str
+    run_dir: str
+    scratch_dir: str
+    model_builder: str = DEFAULT_MODEL_BUILDER
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
+        for field in ("train_uri", "eval_uri", "transform_graph_uri", "serving_model_dir", "run_dir",
+                      "scratch_dir", "model_builder"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{field} must be a non-empty path, got {value!r}")
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["config"] = self.config.to_dict()
+        return json.dumps(d, sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainingJob":
+        d = json.loads(text)
+        d["config"] = TrainingConfig.from_dict(d["config"])
+        return cls(**d)

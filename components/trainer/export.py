@@ -1,0 +1,102 @@
+"""The serving SavedModel: the trained classifier with the Transform graph attached, and its signatures.
+
+Every signature runs the same path, raw clip features -> Transform layer -> model -> outputs, and differs
+only in how it obtains raw features (parsed from serialized tf.Examples, or built from uint8 frames with
+the same encoder the record format uses), so training/serving skew cannot arise by construction.
+
+Signatures:
+  serving_default(examples: string [None])        -> probabilities float [B,K], classes string [B,K],
+                                                      top_class string [B]
+  serving_frames(frames: uint8 [None,T,H,W,3])     -> same outputs
+  transform_features(examples: string [None])      -> transformed features (frames, label, video_id); the
+                                                      examples must carry labels (TFMA's preprocessing)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from bresnet._keras import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import transform_module
+from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig
+from components.trainer.training import build_model
+from components.video_format import ClipKeys, clip_feature_spec, encode_frames_tensor
+
+logger = logging.getLogger(__name__)
+
+SERVING_DEFAULT = "serving_default"
+SERVING_FRAMES = "serving_frames"
+TRANSFORM_FEATURES = "transform_features"
+
+
+def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Sequence[int]) -> dict:
+    """tf.functions for ``model`` (which must carry ``model.tft_layer``), keyed by signature name."""
+    labels = [str(l) for l in labels]
+    clip_shape = [int(d) for d in clip_shape]
+    serving_spec = clip_feature_spec(with_label=False)
+    labelled_spec = clip_feature_spec(with_label=True)
+
+    def predict(raw_features):
+        frames = model.tft_layer(raw_features)[transform_module.FRAMES]
+        # TF 2.16's oneDNN Conv3D mishandles an empty batch (wrong output depth), so skip the model then.
+        logits = tf.cond(tf.shape(frames)[0] > 0,
+                         lambda: model(frames, training=False),
+                         lambda: tf.zeros([0, len(labels)], tf.float32))
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        class_names = tf.constant(labels)
+        batch = tf.shape(probabilities)[0]
+        return {
+            "probabilities": probabilities,
+            "classes": tf.tile(class_names[tf.newaxis, :], [batch, 1]),
+            "top_class": tf.gather(class_names, tf.argmax(probabilities, axis=-1)),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, serving_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *clip_shape], tf.uint8, name="frames")])
+    def serve_frames(frames):
+        batch = tf.shape(frames)[0]
+        # Exactly what parse_example yields for a clip example carrying only frames (spec defaults).
+        raw = {
+            ClipKeys.FRAMES: encode_frames_tensor(frames),
+            ClipKeys.VIDEO_ID: tf.fill([batch], serving_spec[ClipKeys.VIDEO_ID].default_value),
+            ClipKeys.CLIP_INDEX: tf.fill([batch], tf.constant(serving_spec[ClipKeys.CLIP_INDEX].default_value,
+                                                              tf.int64)),
+        }
+        return predict(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, labelled_spec))
+
+    return {
+        SERVING_DEFAULT: serve_examples.get_concrete_function(),
+        SERVING_FRAMES: serve_frames.get_concrete_function(),
+        TRANSFORM_FEATURES: transform_features.get_concrete_function(),
+    }
+
+
+def export_serving_model(weights: Sequence[np.ndarray], config: TrainingConfig, transform_graph_uri: str,
+                         export_dir: str, model_builder: str = DEFAULT_MODEL_BUILDER) -> str:
+    """Writes the serving SavedModel of the trained ``weights`` (model.get_weights() order) to ``export_dir``.
+
+    The weights go into a fresh, strategy-free model: the export then holds plain variables and no
+    optimizer, and saving needs no collective ops, so only the chief has to do it.
+    """
+    started = time.perf_counter()
+    model = build_model(config, model_builder)
+    model.set_weights(weights)
+    model.tft_layer = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
+    signatures = make_signatures(model, config.labels, config.clip_shape)
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    logger.info("exported serving model to %s in %.1fs (signatures: %s)", export_dir,
+                time.perf_counter() - started, ", ".join(sorted(signatures)))
+    return export_dir

@@ -1,0 +1,276 @@
+"""What one training worker does, as plain functions: strategy, datasets, model, fit, checksums.
+
+The only thing a worker knows about the cluster is ``TF_CONFIG`` (set by whichever launcher started it;
+see ``cluster``), so the same code runs under the local process launcher and under a Kubeflow TFJob.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bresnet._keras import keras  # first: fixes the Keras mode before TensorFlow loads
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import transform_module
+from components.trainer import history
+from components.trainer.cluster import cluster_info
+from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig, TrainingJob
+from components.video_format import clip_feature_spec
+
+logger = logging.getLogger(__name__)
+
+
+# ---- strategy ---------------------------------------------------------------------------------------
+
+def make_strategy(config: TrainingConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
+    # A per-collective timeout: if a peer dies or hangs mid-step the survivors fail instead of waiting
+    # forever (the local launcher also kills them; a TFJob backend relies on this). It must exceed the
+    # workers' skew in reaching the first step (tracing speed), hence minutes by default.
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(config.collective_timeout_s))
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+def split_files(split_uri: str) -> list[str]:
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*.gz")))
+    if not files:
+        raise FileNotFoundError(f"no gzipped TFRecord files (*.gz) in split directory {split_uri!r}")
+    return files
+
+
+def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config: TrainingConfig, *,
+                 training: bool) -> tf.data.Dataset:
+    """Raw clip examples -> (frames float32 [B,T,H,W,3], label int64 [B]) at the global batch size.
+
+    Sharded by element (AutoShardPolicy.DATA) because there can be fewer files than workers; every worker
+    therefore reads the same deterministic order (same shuffle seed) and keeps its own slice of it. The
+    Transform graph runs here, per batch, exactly as the serving signatures run it.
+    """
+    tft_layer = tft_output.transform_features_layer()
+    raw_spec = clip_feature_spec(with_label=True)
+
+    def transform(serialized):
+        transformed = tft_layer(tf.io.parse_example(serialized, raw_spec))
+        label = transformed[transform_module.LABEL]
+        # A label outside the label map (-1) would silently corrupt the loss: fail loudly instead.
+        tf.debugging.assert_non_negative(label, message="clip label is not in the training label map")
+        return transformed[transform_module.FRAMES], label
+
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP", num_parallel_reads=min(4, len(files)))
+    if training:
+        ds = ds.shuffle(256, seed=config.seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()  # fit runs a fixed number of steps per epoch, whatever the split size
+    ds = ds.batch(config.global_batch_size, drop_remainder=True)
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+# ---- model ------------------------------------------------------------------------------------------
+
+def load_model_builder(path: str = DEFAULT_MODEL_BUILDER) -> Callable:
+    """'module:function' -> the callable; it must accept (num_classes, clip_shape, dropout=)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"model builder must look like 'package.module:function', got {path!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER) -> keras.Model:
+    return load_model_builder(builder)(len(config.labels), config.clip_shape, dropout=config.dropout)
+
+
+def make_learning_rate(config: TrainingConfig):
+    if not config.warmup_cosine:
+        return config.learning_rate
+    warmup_steps = int(round(config.warmup_epochs * config.steps_per_epoch))
+    decay_steps = max(1, config.total_steps - warmup_steps)
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, warmup_target=config.learning_rate,
+                                                  warmup_steps=warmup_steps)
+
+
+def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
+    lr = make_learning_rate(config)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def compile_model(model: keras.Model, config: TrainingConfig) -> None:
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def weights_digest(weights: Sequence[np.ndarray]) -> dict:
+    """sha256 over all weights (trainable and not) in order: equal digests mean bit-identical models."""
+    h = hashlib.sha256()
+    count = 0
+    for w in weights:
+        arr = np.ascontiguousarray(w)
+        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+        count += arr.size
+    return {"sha256": h.hexdigest(), "num_values": int(count)}
+
+
+def write_json(path: str, payload: dict) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(payload, f, indent=1)
+
+
+# ---- callbacks --------------------------------------------------------------------------------------
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Logs per-epoch loss/accuracy and this worker's clips/s, and keeps the worker's progress file.
+
+    Must come after BackupAndRestore in the callback list, so an epoch is only recorded once its
+    checkpoint exists. Throughput counts training steps only (epoch start to validation start).
+    """
+
+    def __init__(self, config: TrainingConfig, worker_index: int, scratch_dir: str, attempt: int):
+        super().__init__()
+        self._config = config
+        self._worker = worker_index
+        self._scratch = scratch_dir
+        self._attempt = attempt
+        self._progress = history.load_progress(scratch_dir, worker_index)
+        self._epoch_start = 0.0
+        self._train_end: float | None = None
+        self._started = False
+
+    def _record_start(self, initial_epoch: int) -> None:
+        self._started = True
+        self._progress["starts"].append({"attempt": self._attempt, "initial_epoch": initial_epoch})
+        history.save_progress(self._scratch, self._progress)
+        logger.info("worker %d attempt %d: training from epoch %d of %d", self._worker, self._attempt,
+                    initial_epoch, self._config.epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:  # BackupAndRestore has restored by now: ``epoch`` is where we resume
+            self._record_start(int(epoch))
+        self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_train_end(self, logs=None):
+        if not self._started:  # restored a backup of a finished training: no epoch left to run
+            self._record_start(self._config.epochs)
+
+    def on_test_begin(self, logs=None):
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_seconds = (self._train_end or time.perf_counter()) - self._epoch_start
+        clips = self._config.steps_per_epoch * self._config.batch_size_per_worker
+        record = {"epoch": int(epoch) + 1, "attempt": self._attempt, "train_seconds": round(train_seconds, 4),
+                  "clips_per_s": round(clips / max(train_seconds, 1e-9), 3)}
+        record.update({k: float(v) for k, v in (logs or {}).items()})
+        self._progress["epochs"].append(record)
+        history.save_progress(self._scratch, self._progress)
+        metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
+        logger.info("worker %d epoch %d/%d: %s | %.1f clips/s on this worker (%d clips in %.2fs)",
+                    self._worker, epoch + 1, self._config.epochs, metrics, record["clips_per_s"], clips,
+                    train_seconds)
+
+
+# ---- the whole worker -------------------------------------------------------------------------------
+
+def weights_path(scratch_dir: str, worker_index: int) -> str:
+    return os.path.join(scratch_dir, "weights", f"worker-{worker_index}.json")
+
+
+def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Trains on the cluster described by TF_CONFIG; the chief exports the serving model.
+
+    Returns this worker's final weights digest (also written to ``<scratch>/weights/worker-<i>.json``).
+    """
+    from components.trainer.export import export_serving_model  # keeps the worker import graph lazy
+
+    config = job.config
+    cluster = cluster_info()
+    if cluster.num_workers != config.workers:
+        raise ValueError(f"TF_CONFIG describes {cluster.num_workers} workers but config.workers is "
+                         f"{config.workers}")
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config)
+    me = cluster.worker_index
+    logger.info("MultiWorkerMirroredStrategy: worker %d of %d (%s), %d replicas in sync, global batch %d, "
+                "collective timeout %.0fs", me, cluster.num_workers, "chief" if cluster.is_chief else "non-chief",
+                strategy.num_replicas_in_sync, config.global_batch_size, config.collective_timeout_s)
+
+    tft_output = tft.TFTransformOutput(job.transform_graph_uri)
+    train_ds = make_dataset(split_files(job.train_uri), tft_output, config, training=True)
+    eval_ds = (make_dataset(split_files(job.eval_uri), tft_output, config, training=False)
+               if config.eval_steps > 0 else None)
+
+    with strategy.scope():
+        model = build_model(config, job.model_builder)
+        compile_model(model, config)
+        # MWMS broadcasts every new variable's initial value from the chief with a collective that has no
+        # timeout. Optimizer slots are normally created lazily inside the first train step, where a hung
+        # peer would then block the others forever; creating them here keeps the training steps to
+        # all-reduces, which do honour collective_timeout_s.
+        model.optimizer.build(model.trainable_variables)
+    # get_weights is collective under MWMS (sync-on-read variables such as batch-norm statistics are
+    # all-reduced when read), so every worker reads the weights at the same points, and only here.
+    initial = weights_digest(model.get_weights())
+
+    tensorboard_dir = job.run_dir if cluster.is_chief else os.path.join(job.scratch_dir, "tensorboard", f"worker-{me}")
+    backup_dir = os.path.join(job.scratch_dir, "backup")
+    callbacks = [
+        # Kept past the end of fit (removed once the model is exported): a cluster that fails while
+        # exporting resumes with nothing left to train instead of training from scratch.
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+        ProgressLogger(config, me, job.scratch_dir, attempt),
+        keras.callbacks.TensorBoard(tensorboard_dir, update_freq="epoch", profile_batch=0),
+        *extra_callbacks,
+    ]
+    started = time.perf_counter()
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+              validation_data=eval_ds, validation_steps=config.eval_steps or None,
+              callbacks=callbacks, verbose=0)
+    logger.info("worker %d: training done in %.1fs", me, time.perf_counter() - started)
+
+    weights = model.get_weights()
+    digest = {"worker": me, "initial": initial, **weights_digest(weights)}
+    write_json(weights_path(job.scratch_dir, me), digest)
+    done_marker = os.path.join(job.scratch_dir, "done", f"attempt-{attempt}")
+    if cluster.is_chief:
+        export_serving_model(weights, config, job.transform_graph_uri, job.serving_model_dir, job.model_builder)
+        write_json(done_marker, {"serving_model_dir": job.serving_model_dir})
+        if tf.io.gfile.exists(backup_dir):
+            tf.io.gfile.rmtree(backup_dir)
+    else:
+        wait_for_chief(done_marker)
+    return digest
+
+
+def wait_for_chief(marker: str, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:
+    """Non-chiefs stay up until the chief has exported.
+
+    A worker that exits while a peer still runs is reported by the coordination service as a missed
+    heartbeat, which aborts the peer's collectives and fills its log with errors; waiting avoids both.
+    """
+    deadline = time.monotonic() + timeout_s
+    logger.info("waiting for the chief to export the model")
+    while not tf.io.gfile.exists(marker):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the chief did not finish exporting within {timeout_s:.0f}s (no {marker})")
+        time.sleep(poll_s)

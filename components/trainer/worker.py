@@ -1,0 +1,128 @@
+"""Entry point of one training worker: ``python -m components.trainer.worker --job <job.json>``.
+
+The launcher (local processes, or later a Kubeflow TFJob) provides, through the environment:
+  TF_CONFIG                the cluster and this worker's task (required for more than one worker)
+  TRAINER_ATTEMPT          which whole-cluster attempt this is (0 first; recorded in the history)
+  TRAINER_PARENT_PID       optional: the launcher's pid; the worker exits when that process is gone
+  TRAINER_FAULT_INJECTION  optional chaos hook for fault-tolerance tests, JSON
+                           {"worker": i, "epoch": e, "exit_code": c, "attempt": a, "action": x}: when
+                           epoch e (0-based) begins in attempt a (default 0), worker i exits abruptly
+                           with code c (action "exit", default) or stops making progress while staying
+                           alive (action "hang": only the collective timeout can free its peers).
+
+Log lines of the trainer carry the marker ``[trainer w<i>]`` so a launcher can stream them.
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+from components.trainer.cluster import cluster_info
+from components.trainer.config import TrainingJob
+
+FAULT_ENV = "TRAINER_FAULT_INJECTION"
+ATTEMPT_ENV = "TRAINER_ATTEMPT"
+PARENT_PID_ENV = "TRAINER_PARENT_PID"
+LOG_MARKER = "[trainer w"
+FAULT_ACTIONS = ("exit", "hang")
+
+logger = logging.getLogger(__name__)
+
+
+def parse_fault(text: str) -> dict:
+    try:
+        fault = json.loads(text)
+        spec = {"worker": int(fault["worker"]), "epoch": int(fault["epoch"]),
+                "exit_code": int(fault.get("exit_code", 17)), "attempt": int(fault.get("attempt", 0)),
+                "action": str(fault.get("action", "exit"))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{FAULT_ENV} must be JSON with int 'worker' and 'epoch' (optional 'exit_code', "
+                         f"'attempt', 'action'), got {text!r} ({exc!r})") from None
+    if spec["action"] not in FAULT_ACTIONS:
+        raise ValueError(f"{FAULT_ENV} action must be one of {FAULT_ACTIONS}, got {spec['action']!r}")
+    if not 1 <= spec["exit_code"] <= 255:
+        raise ValueError(f"{FAULT_ENV} exit_code must be in 1..255, got {spec['exit_code']}")
+    return spec
+
+
+def _fault_callback(spec: dict, worker_index: int, attempt: int) -> list:
+    from bresnet._keras import keras
+
+    class FailAtEpoch(keras.callbacks.Callback):
+        """Dies like a crashed process (no cleanup, no exception), or hangs, when the target epoch starts."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch != spec["epoch"]:
+                return
+            if spec["action"] == "hang":
+                logger.error("fault injection: worker %d hangs at epoch %d (attempt %d)", worker_index, epoch,
+                             attempt)
+                while True:
+                    time.sleep(60)
+            logger.error("fault injection: worker %d exits with code %d at epoch %d (attempt %d)",
+                         worker_index, spec["exit_code"], epoch, attempt)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(spec["exit_code"])
+
+    if spec["worker"] == worker_index and spec["attempt"] == attempt:
+        return [FailAtEpoch()]
+    return []
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 2.0) -> None:
+    """A daemon thread that ends this worker once its launcher has died (the worker gets re-parented).
+
+    Without it, a launcher killed by SIGKILL would leave workers blocked in collectives behind."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        logger.error("launcher process %d is gone; exiting", parent_pid)
+        logging.shutdown()
+        os._exit(70)
+
+    if os.getppid() != parent_pid:  # died before we even got here
+        os._exit(70)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="path (or gfile URI) of the TrainingJob JSON")
+    args = parser.parse_args(argv)
+
+    # `kill -USR1 <pid>` prints every thread's Python stack into the worker log: the first thing to
+    # look at when a worker seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    worker_index = cluster_info().worker_index
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s {LOG_MARKER}{worker_index}] %(levelname)s %(name)s: %(message)s")
+    if os.environ.get(PARENT_PID_ENV):
+        exit_with_parent(int(os.environ[PARENT_PID_ENV]))
+    attempt = int(os.environ.get(ATTEMPT_ENV, "0"))
+    fault = parse_fault(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
+
+    import tensorflow as tf
+
+    from components.trainer import training
+
+    tf.get_logger().handlers.clear()  # TF's own handler would print every line a second time
+    with tf.io.gfile.GFile(args.job) as f:
+        job = TrainingJob.from_json(f.read())
+    extra = _fault_callback(fault, worker_index, attempt) if fault else []
+    digest = training.train(job, attempt=attempt, extra_callbacks=extra)
+    logger.info("worker %d finished: weights sha256 %s", worker_index, digest["sha256"][:16])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

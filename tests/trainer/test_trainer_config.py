@@ -1,0 +1,106 @@
+"""TrainingConfig/TrainingJob validation and JSON, TF_CONFIG parsing, launcher registry, fault hook."""
+import json
+
+import pytest
+
+from components.trainer.config import TrainingConfig, TrainingJob
+from components.trainer.launcher import LocalProcessLauncher, make_launcher
+from components.trainer.cluster import cluster_info
+from components.trainer.worker import parse_fault
+
+LABELS = ("a", "b", "c")
+SHAPE = (4, 16, 16, 3)
+
+
+def test_config_round_trips_through_json_and_computes_global_batch():
+    config = TrainingConfig(labels=list(LABELS), clip_shape=list(SHAPE), workers=3, batch_size_per_worker=5,
+                            optimizer="sgd", epochs=4, steps_per_epoch=7)
+    again = TrainingConfig.from_json(config.to_json())
+    assert again == config
+    assert again.labels == LABELS and again.clip_shape == SHAPE   # lists from JSON become tuples
+    assert config.global_batch_size == 15
+    assert config.total_steps == 28
+
+
+@pytest.mark.parametrize("overrides, error, needle", [
+    ({"labels": ["only"]}, ValueError, "labels"),
+    ({"labels": ["a", "a"]}, ValueError, "unique"),
+    ({"labels": "abc"}, TypeError, "labels"),
+    ({"clip_shape": (4, 16, 16)}, ValueError, "clip_shape"),
+    ({"clip_shape": (4, 16, 16, 1)}, ValueError, "clip_shape"),
+    ({"workers": 0}, ValueError, "workers"),
+    ({"workers": 2.0}, TypeError, "workers"),
+    ({"batch_size_per_worker": True}, TypeError, "batch_size_per_worker"),
+    ({"learning_rate": 0.0}, ValueError, "learning_rate"),
+    ({"dropout": 1.0}, ValueError, "dropout"),
+    ({"optimizer": "adam"}, ValueError, "optimizer"),
+    ({"max_restarts": -1}, ValueError, "max_restarts"),
+    ({"collective_timeout_s": float("inf")}, ValueError, "collective_timeout_s"),
+    ({"warmup_epochs": 11.0, "epochs": 10}, ValueError, "warmup_epochs"),
+])
+def test_config_rejects_bad_values_naming_the_argument(overrides, error, needle):
+    kwargs = dict(labels=LABELS, clip_shape=SHAPE)
+    kwargs.update(overrides)
+    with pytest.raises(error, match=needle):
+        TrainingConfig(**kwargs)
+
+
+def test_config_json_rejects_unknown_keys_and_bad_json():
+    d = TrainingConfig(labels=LABELS, clip_shape=SHAPE).to_dict()
+    d["epoch"] = 3  # typo of "epochs"
+    with pytest.raises(ValueError, match="unknown training config keys \\['epoch'\\]"):
+        TrainingConfig.from_json(json.dumps(d))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        TrainingConfig.from_json("{epochs: 3")
+
+
+def test_job_round_trips_and_requires_paths():
+    config = TrainingConfig(labels=LABELS, clip_shape=SHAPE)
+    job = TrainingJob(config, "gs://b/train", "gs://b/eval", "gs://b/tg", "gs://b/m/Format-Serving", "gs://b/run",
+                      "gs://b/scratch")
+    assert TrainingJob.from_json(job.to_json()) == job
+    assert job.model_builder == "bresnet:build_classifier"
+    with pytest.raises(ValueError, match="scratch_dir"):
+        TrainingJob(config, "t", "e", "tg", "m", "r", "")
+
+
+def test_cluster_info_reads_worker_and_chief_layouts():
+    alone = cluster_info("")  # no TF_CONFIG: a one-worker cluster
+    assert (alone.num_workers, alone.worker_index, alone.is_chief) == (1, 0, True)
+    workers = {"cluster": {"worker": ["h:1", "h:2", "h:3"]}, "task": {"type": "worker", "index": 2}}
+    info = cluster_info(json.dumps(workers))
+    assert (info.num_workers, info.worker_index, info.is_chief) == (3, 2, False)
+    info = cluster_info(json.dumps({**workers, "task": {"type": "worker", "index": 0}}))
+    assert info.is_chief and info.worker_index == 0
+    with_chief = {"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "worker", "index": 0}}
+    info = cluster_info(json.dumps(with_chief))
+    assert (info.num_workers, info.worker_index, info.is_chief) == (2, 1, False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        cluster_info('{"cluster": {}}')
+    with pytest.raises(ValueError, match="'ps'"):
+        cluster_info(json.dumps({"cluster": {"ps": ["h:1"]}, "task": {"type": "ps", "index": 0}}))
+
+
+def test_make_launcher_by_name_with_json_options():
+    launcher = make_launcher("local", '{"timeout_s": 60, "env": {"A": "1"}}')
+    assert isinstance(launcher, LocalProcessLauncher)
+    assert launcher.timeout_s == 60 and launcher.env == {"A": "1"}
+    with pytest.raises(ValueError, match="unknown launcher 'tfjob'"):
+        make_launcher("tfjob")
+    with pytest.raises(ValueError, match="bad options for launcher 'local'"):
+        make_launcher("local", {"replicas": 3})
+    with pytest.raises(ValueError, match="timeout_s"):
+        make_launcher("local", {"timeout_s": -1})
+    with pytest.raises(ValueError, match="JSON object"):
+        make_launcher("local", "{not json")
+
+
+def test_fault_injection_spec_is_validated():
+    assert parse_fault('{"worker": 1, "epoch": 2}') == {"worker": 1, "epoch": 2, "exit_code": 17, "attempt": 0,
+                                                        "action": "exit"}
+    with pytest.raises(ValueError, match="TRAINER_FAULT_INJECTION"):
+        parse_fault('{"epoch": 2}')
+    with pytest.raises(ValueError, match="action"):
+        parse_fault('{"worker": 0, "epoch": 0, "action": "explode"}')
+    with pytest.raises(ValueError, match="exit_code"):
+        parse_fault('{"worker": 0, "epoch": 0, "exit_code": 0}')

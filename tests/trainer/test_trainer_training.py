@@ -1,0 +1,64 @@
+"""Worker-side pieces in-process: the input pipeline through the real Transform graph, the optimizer and
+its schedule, and the merged training history."""
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from bresnet._keras import keras
+from components.trainer import history
+from components.trainer.training import make_dataset, make_learning_rate, make_optimizer, split_files
+from trainer_test_data import CLIP_SHAPE, LABELS, training_config
+
+
+def test_dataset_yields_transformed_global_batches_sharded_by_element(clip_data):
+    config = training_config(workers=2, batch_size_per_worker=3)
+    ds = make_dataset(split_files(clip_data.eval_uri), tft.TFTransformOutput(clip_data.transform_graph_uri), config,
+                      training=False)
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    frames, labels = next(iter(ds))
+    assert frames.shape == (6, *CLIP_SHAPE) and frames.dtype == tf.float32   # global batch = 3 x 2 workers
+    # Eval is not shuffled: the labels are the file's labels, as label-map indices.
+    assert list(labels.numpy()) == [LABELS.index(l) for l in clip_data.eval_labels]
+    assert abs(float(tf.reduce_mean(frames))) < 1.0  # normalized by Transform, not raw 0..255 pixels
+
+
+def test_dataset_refuses_a_split_without_files(tmp_path, clip_data):
+    config = training_config()
+    with pytest.raises(FileNotFoundError, match="no gzipped TFRecord files"):
+        make_dataset(split_files(str(tmp_path)), tft.TFTransformOutput(clip_data.transform_graph_uri), config,
+                     training=True)
+
+
+def test_warmup_cosine_schedule_and_optimizers():
+    config = training_config(epochs=4, steps_per_epoch=10, warmup_epochs=1.0, learning_rate=0.1)
+    lr = make_learning_rate(config)
+    assert float(lr(0)) == pytest.approx(0.0)
+    assert float(lr(5)) == pytest.approx(0.05)             # linear warm-up over the first epoch
+    assert float(lr(10)) == pytest.approx(0.1)             # peak
+    assert float(lr(25)) == pytest.approx(0.05, abs=1e-6)  # half-way through the cosine
+    assert float(lr(40)) == pytest.approx(0.0, abs=1e-6)
+    assert make_learning_rate(training_config(warmup_cosine=False, learning_rate=0.3)) == 0.3
+
+    adamw = make_optimizer(training_config(weight_decay=0.01))
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(0.01)
+    sgd = make_optimizer(training_config(optimizer="sgd", warmup_cosine=False, learning_rate=0.2))
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == pytest.approx(0.9)
+
+
+def test_history_merges_workers_and_keeps_an_epochs_last_record(tmp_path):
+    scratch = str(tmp_path)
+    chief = {"worker": 0, "starts": [{"attempt": 0, "initial_epoch": 0}, {"attempt": 1, "initial_epoch": 1}],
+             "epochs": [{"epoch": 1, "attempt": 0, "loss": 2.0, "clips_per_s": 10.0},
+                        {"epoch": 2, "attempt": 0, "loss": 1.9, "clips_per_s": 11.0},   # lost: re-run below
+                        {"epoch": 2, "attempt": 1, "loss": 1.5, "clips_per_s": 12.0}]}
+    other = {"worker": 1, "starts": [], "epochs": [{"epoch": 1, "attempt": 0, "loss": 2.0, "clips_per_s": 9.0},
+                                                   {"epoch": 2, "attempt": 1, "loss": 1.5, "clips_per_s": 8.0}]}
+    history.save_progress(scratch, chief)
+    history.save_progress(scratch, other)
+    merged = history.merge_history(scratch, workers=2)
+    assert merged["attempts"] == 2 and merged["resumed_from_epoch"] == [0, 1]
+    assert [(e["epoch"], e["attempt"], e["loss"]) for e in merged["epochs"]] == [(1, 0, 2.0), (2, 1, 1.5)]
+    assert merged["epochs"][1]["clips_per_s_per_worker"] == [12.0, 8.0]
+    assert merged["epochs"][1]["clips_per_s"] == pytest.approx(20.0)
+    path = history.write_history(merged, str(tmp_path / "run"))
+    assert path.endswith("training_history.json")
