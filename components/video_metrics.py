@@ -6,11 +6,12 @@ TFMA so an EvalConfig names it as ``MetricConfig(class_name="VideoAccuracy", mod
 """
 import apache_beam as beam
 import numpy as np
-from tensorflow_model_analysis.metrics import metric_types, metric_util
+from tensorflow_model_analysis.metrics import metric_types
 
 from components.transform_module import VIDEO_ID
 
 VIDEO_ACCURACY = "video_accuracy"
+PROBABILITIES = "probabilities"  # the serving signature's output (components.trainer.export)
 
 
 class VideoAccuracy(metric_types.Metric):
@@ -46,9 +47,12 @@ class _VideoAccuracyCombiner(beam.CombineFn):
         features = element.transformed_features or {}
         if self._model_name and self._model_name in features:
             features = features[self._model_name]
-        video_id = metric_util.safe_to_scalar(np.asarray(features[self._video_id_key]).reshape(-1)[0])
+        video_id = np.asarray(features[self._video_id_key]).reshape(-1)[0]
         video_id = video_id.decode() if isinstance(video_id, bytes) else str(video_id)
-        probabilities = np.asarray(element.prediction, dtype=np.float64).reshape(-1)
+        prediction = element.prediction
+        if isinstance(prediction, dict):  # the signature returns several outputs; TFMA passes them all here
+            prediction = prediction[PROBABILITIES]
+        probabilities = np.asarray(prediction, dtype=np.float64).reshape(-1)
         label = int(np.asarray(element.label).reshape(-1)[0])
         entry = accumulator.get(video_id)
         if entry is None:

@@ -92,6 +92,39 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _kubeflow_settings(args):
+    from pipeline.kubeflow_runner import KubeflowSettings
+    return KubeflowSettings(image=args.image, namespace=args.namespace, worker_cpu=args.worker_cpu,
+                            worker_memory=args.worker_memory, service_account=args.service_account)
+
+
+def cmd_compile(args) -> int:
+    from pipeline.kubeflow_runner import compile_pipeline
+    print(compile_pipeline(_load(args), _kubeflow_settings(args), args.out))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from pipeline.kubeflow_runner import compile_pipeline, submit
+    package = args.package or compile_pipeline(_load(args), _kubeflow_settings(args), args.out)
+    print(submit(package, args.host, args.experiment, args.run_name))
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from pipeline.kubeflow_runner import compile_pipeline, schedule
+    package = args.package or compile_pipeline(_load(args), _kubeflow_settings(args), args.out)
+    print(schedule(package, args.host, args.experiment, args.cron, args.job_name))
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from components.gcs import stage_directory
+    summary = stage_directory(args.src, args.dst)
+    print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
 def cmd_show_config(args) -> int:
     from pipeline.config import dump_yaml
     print(dump_yaml(_load(args)), end="")
@@ -129,17 +162,63 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_run_local)
 
+    for name, func, help_text in [
+            ("compile", cmd_compile, "compile for Kubeflow Pipelines v2 (.yaml) or Vertex AI (.json)"),
+            ("submit", cmd_submit, "compile (or take --package) and start one run with kfp.Client"),
+            ("schedule", cmd_schedule, "compile (or take --package) and create a recurring run (max concurrency 1)")]:
+        p = commands.add_parser(name, help=help_text)
+        _add_config_args(p)
+        p.add_argument("--image", required=(name == "compile"), default="",
+                       help="container image of every step and training worker (built from the Dockerfile)")
+        p.add_argument("--out", default="pipeline.yaml", help="compiled file: .yaml (KFP v2) or .json (Vertex)")
+        p.add_argument("--namespace", default="kubeflow", help="namespace of the training TFJob")
+        p.add_argument("--worker-cpu", default="4", help="CPU request of each training worker")
+        p.add_argument("--worker-memory", default="16Gi", help="memory request of each training worker")
+        p.add_argument("--service-account", default="", help="service account of the training pods")
+        if name != "compile":
+            p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+            p.add_argument("--experiment", default="bresnet-video")
+            p.add_argument("--package", help="an already compiled pipeline.yaml (skips compiling)")
+        if name == "submit":
+            p.add_argument("--run-name", default=None)
+        if name == "schedule":
+            p.add_argument("--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * *"')
+            p.add_argument("--job-name", default="bresnet-video-nightly")
+        p.set_defaults(func=func)
+
+    p = commands.add_parser("stage", help="upload a data folder to gs:// (resumable, checksummed, skips unchanged)")
+    p.add_argument("--src", required=True, help="local folder (demo data or converted videos)")
+    p.add_argument("--dst", required=True, help="gs://bucket/prefix")
+    p.set_defaults(func=cmd_stage)
+
     p = commands.add_parser("show-config", help="print the effective config (after presets, file and overrides)")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config)
     return parser
 
 
+OUR_LOGGERS = ("bresnet", "components", "pipeline", "bench")
+
+
+class _OursOrWarnings(logging.Filter):
+    """Console shows this project's INFO progress and everyone's warnings; TFX/Beam INFO goes to the run log."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in OUR_LOGGERS
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_OursOrWarnings())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     if getattr(args, "beam_args", None) and args.beam_args[:1] == ["--"]:
         args.beam_args = args.beam_args[1:]
     from pipeline.config import ConfigError

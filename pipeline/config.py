@@ -96,10 +96,11 @@ class RunConfig:
         """The same config with ``labels`` read from the data's label map when not given."""
         if self.labels:
             return self
-        from components.video_format import LabelMap
-        path = os.path.join(self.data_dir, "label_map.txt")
+        from components import gcs
+        from components.video_format import LABEL_MAP_FILENAME, LabelMap
+        path = self.data_dir.rstrip("/") + "/" + LABEL_MAP_FILENAME
         try:
-            labels = LabelMap.load(path).labels
+            labels = LabelMap(line.strip() for line in gcs.read_text(path).splitlines() if line.strip()).labels
         except Exception as exc:
             raise ConfigError(f"labels not configured and {path} not readable: {exc}") from None
         return dataclasses.replace(self, labels=tuple(labels))

@@ -53,11 +53,11 @@ _MOTION = {
 assert set(_MOTION) == set(DEMO_CLASSES)
 
 _SHAPES = ("rectangle", "ellipse", "triangle", "ell")
-_SHORT_VIDEO_FRACTION = 0.2           # share of videos shorter than the 8-frame clip
+_SHORT_VIDEO_FRACTION = 0.1           # share of videos shorter than the 8-frame clip
 _SHORT_MAX_FRAMES = 7
-_SPEED_RANGE = (0.016, 0.034)         # translation, fraction of the short side per frame (1-3 px)
-_SPIN_RANGE_DEG = (5.0, 10.0)         # rotation per frame; < 90 so a 180-degree-symmetric shape stays unambiguous
-_GROWTH_RANGE = (0.04, 0.08)          # log-size change per frame
+_SPEED_RANGE = (0.05, 0.09)           # translation, fraction of the short side per frame (3-8 px)
+_SPIN_RANGE_DEG = (12.0, 20.0)       # rotation per frame; < 90 so a 180-degree-symmetric shape stays unambiguous
+_GROWTH_RANGE = (0.06, 0.10)          # log-size change per frame
 _MAX_LOG_SIZE_SPAN = math.log(2.5)    # long videos grow slower instead of filling the frame
 _MID_SIZE_RANGE = (0.13, 0.22)        # half-extent of the object, fraction of the short side
 _NOISE_SIGMA_RANGE = (2.0, 8.0)

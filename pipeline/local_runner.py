@@ -52,6 +52,13 @@ def run_local(config: RunConfig) -> RunSummary:
     timer = _ComponentTimer()
     root_logger = logging.getLogger()
     root_logger.addHandler(timer)
+    # Everything (TFX, Beam, TFMA at INFO) goes to a run log next to the artifacts; the console stays readable.
+    log_path = os.path.join(config.pipeline_root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root_logger.addHandler(file_handler)
+    print(f"[run-local] pipeline {config.pipeline_name}: full log in {log_path}", flush=True)
     if root_logger.level > logging.INFO or root_logger.level == logging.NOTSET:
         root_logger.setLevel(logging.INFO)
     start = time.time()
@@ -59,6 +66,8 @@ def run_local(config: RunConfig) -> RunSummary:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
     finally:
         root_logger.removeHandler(timer)
+        root_logger.removeHandler(file_handler)
+        file_handler.close()
     summary = summarize(config)
     summary.seconds = round(time.time() - start, 1)
     summary.component_seconds = timer.seconds
