@@ -251,6 +251,12 @@ def _pump(index: int, proc: subprocess.Popen, log_path: str, attempt: int, marke
 LAUNCHERS: dict[str, type[Launcher]] = {LocalProcessLauncher.name: LocalProcessLauncher}
 
 
+def _register_cluster_backends() -> None:
+    # Imported here: the cluster backend's module imports this one.
+    from components.trainer.kubeflow_launcher import KubeflowTFJobLauncher
+    LAUNCHERS.setdefault(KubeflowTFJobLauncher.name, KubeflowTFJobLauncher)
+
+
 def launcher_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Launcher keyword options from a mapping, a JSON object string, or None/'' (no options)."""
     if options is None:
@@ -267,6 +273,7 @@ def launcher_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
 
 def make_launcher(name: str, options: Mapping[str, Any] | str | None = None) -> Launcher:
     """A launcher by registry name with its keyword options (a dict, or a JSON object string)."""
+    _register_cluster_backends()
     if name not in LAUNCHERS:
         raise ValueError(f"unknown launcher {name!r}; known: {sorted(LAUNCHERS)}")
     options = launcher_options(options)
