@@ -16,14 +16,14 @@ import tempfile
 
 import yaml
 from tfx import v1 as tfx
-from tfx.proto.orchestration import pipeline_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.pipeline import create_pipeline
 
 log = logging.getLogger(__name__)
 
-ResourceSpec = pipeline_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 # Requests per step (vCPU, GiB). The Trainer step only creates and watches a TFJob; the workers get their own.
 STEP_RESOURCES = {

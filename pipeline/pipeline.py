@@ -20,8 +20,7 @@ TRANSFORM_FN = "components.transform_module.preprocessing_fn"
 
 
 def create_components(config: RunConfig, launcher: str = "local", launcher_options: dict | None = None) -> list:
-    if not config.labels:
-        raise ValueError("config.labels is empty: call config.with_labels() first")
+    config = config.with_labels()  # reads <data_dir>/label_map.txt when labels are not configured
     clips = config.clips
     ingest = make_video_example_gen(config.data_dir)
     clipgen = ClipGen(

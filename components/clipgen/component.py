@@ -15,12 +15,12 @@ from components.clipgen.extract import ClipGenConfig, video_keys_from_dict, vide
 
 class ClipGenDeadLetter(types.Artifact):
     """Videos ClipGen rejected: ``Split-<split>/dead_letter-*.jsonl``, one {video_id, split, reason, detail} a line."""
-    TYPE_NAME = "ClipGenDeadLetter"
+    TYPE_NAME = "bresnet.ClipGenDeadLetter"  # <namespace>.<Name>: the form KFP v2 schema titles need
 
 
 class ClipGenStatistics(types.Artifact):
     """``clip_stats.json``: per split videos_in, videos_ok, clips_out, rejected, rejected_by_reason."""
-    TYPE_NAME = "ClipGenStatistics"
+    TYPE_NAME = "bresnet.ClipGenStatistics"
 
 
 class ClipGenSpec(ComponentSpec):

@@ -123,7 +123,7 @@ def test_clips_artifact_carries_the_counts(run):
     assert props["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
     assert json.loads(clips[0].properties["split_names"].string_value) == ["train", "eval"]
     types = {t.name for t in store.get_artifact_types()}
-    assert {"ClipGenDeadLetter", "ClipGenStatistics"} <= types
+    assert {"bresnet.ClipGenDeadLetter", "bresnet.ClipGenStatistics"} <= types
 
 
 def _transform_output(run):
