@@ -39,14 +39,21 @@ def _load(args) -> "RunConfig":
 
 def cmd_demo_data(args) -> int:
     from pipeline.demo_data import generate_demo_data
+    from pipeline.config import ConfigError
     kwargs = {"videos_per_class": args.videos_per_class} if args.videos_per_class else {}
-    summary = generate_demo_data(args.out, seed=args.seed, **kwargs)
+    try:
+        summary = generate_demo_data(args.out, seed=args.seed, **kwargs)
+    except ValueError as exc:  # argument validation: a usage error
+        raise ConfigError(str(exc)) from None
     print(json.dumps(summary.to_dict(), indent=2, default=str))
     return 0
 
 
 def cmd_convert(args) -> int:
     from components.convert import run_convert
+    from pipeline.config import ConfigError
+    if not os.path.exists(args.input) and not args.input.startswith("gs://"):
+        raise ConfigError(f"--input {args.input!r} does not exist")
     summary = run_convert(args.input, args.out, fps=args.fps, short_side=args.short_side, max_frames=args.max_frames,
                           num_shards=args.shards, beam_args=args.beam_args, overwrite=args.overwrite)
     print(json.dumps(summary.to_dict(), indent=2, default=str))

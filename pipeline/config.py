@@ -78,6 +78,10 @@ class RunConfig:
         derived = {"labels", "clip_shape"} & set(self.training)
         if derived:
             raise ConfigError(f"training.{sorted(derived)[0]} is derived (from labels / clips); set it there instead")
+        known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"labels", "clip_shape"}
+        unknown = sorted(set(self.training) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in training; known: {sorted(known)}")
         try:  # validate now with placeholder classes, so a typo fails at load time, not minutes into a run
             TrainingConfig(labels=("a", "b"), clip_shape=self.clips.shape, **self.training)
         except (TypeError, ValueError) as exc:
