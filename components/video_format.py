@@ -212,9 +212,18 @@ def decode_frames_tensor(serialized: tf.Tensor, clip_shape: Sequence[int]) -> tf
 
     def _one(s):
         frames = tf.io.parse_tensor(s, tf.uint8)
-        tf.debugging.assert_equal(tf.shape(frames), tf.constant(clip_shape, tf.int32),
-                                  message=f"clip frames must have shape {clip_shape}")
-        return tf.ensure_shape(frames, clip_shape)
+        shape = tf.shape(frames)
+        n = len(clip_shape)
+        same = tf.logical_and(tf.equal(tf.size(shape), n),  # pad+slice: comparable even at another rank
+                              tf.reduce_all(tf.equal(tf.pad(shape, [[0, n]])[:n], clip_shape)))
+
+        def wrong_shape():
+            with tf.control_dependencies([tf.debugging.Assert(False, [f"clip frames must have shape {clip_shape}, got",
+                                                                      shape])]):
+                return tf.zeros(clip_shape, tf.uint8)
+
+        # A cond, not a control dependency: the shape check must run before anything relies on the shape.
+        return tf.cond(same, lambda: tf.reshape(frames, clip_shape), wrong_shape)
 
     return tf.map_fn(_one, serialized, fn_output_signature=tf.TensorSpec(clip_shape, tf.uint8))
 

@@ -35,10 +35,22 @@ SERVING_FRAMES = "serving_frames"
 TRANSFORM_FEATURES = "transform_features"
 
 
+# Serving requests are bounded before anything big is allocated; TF Serving returns these as INVALID_ARGUMENT.
+MAX_CLIPS_PER_REQUEST = 64
+EXAMPLE_OVERHEAD_BYTES = 64 * 1024   # ids, keys and the TensorProto header around a clip's pixels
+
+
+def _check_request_size(batch, what: str):
+    return tf.debugging.assert_less_equal(
+        batch, tf.constant(MAX_CLIPS_PER_REQUEST, batch.dtype),
+        message=f"request has more {what} than the limit of {MAX_CLIPS_PER_REQUEST}; split it into smaller requests")
+
+
 def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Sequence[int]) -> dict:
     """tf.functions for ``model`` (which must carry ``model.tft_layer``), keyed by signature name."""
     labels = [str(l) for l in labels]
     clip_shape = [int(d) for d in clip_shape]
+    max_example_bytes = int(np.prod(clip_shape)) + EXAMPLE_OVERHEAD_BYTES
     serving_spec = clip_feature_spec(with_label=False)
     labelled_spec = clip_feature_spec(with_label=True)
 
@@ -57,13 +69,24 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
             "top_class": tf.gather(class_names, tf.argmax(probabilities, axis=-1)),
         }
 
+    def parse(examples, spec):
+        # Count and size first: parse_tensor would otherwise allocate whatever a request claims.
+        with tf.control_dependencies([
+                _check_request_size(tf.size(examples), "examples"),
+                tf.debugging.assert_less_equal(
+                    tf.reduce_max(tf.concat([tf.strings.length(examples), [0]], 0)), max_example_bytes,
+                    message=f"an example is larger than a {clip_shape} uint8 clip allows ({max_example_bytes} bytes)")]):
+            return tf.io.parse_example(tf.identity(examples), spec)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
-        return predict(tf.io.parse_example(examples, serving_spec))
+        return predict(parse(examples, serving_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *clip_shape], tf.uint8, name="frames")])
     def serve_frames(frames):
         batch = tf.shape(frames)[0]
+        with tf.control_dependencies([_check_request_size(batch, "clips")]):
+            frames = tf.identity(frames)
         # Exactly what parse_example yields for a clip example carrying only frames (spec defaults).
         raw = {
             ClipKeys.FRAMES: encode_frames_tensor(frames),
@@ -75,7 +98,7 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
-        return model.tft_layer(tf.io.parse_example(examples, labelled_spec))
+        return model.tft_layer(parse(examples, labelled_spec))
 
     return {
         SERVING_DEFAULT: serve_examples.get_concrete_function(),
