@@ -13,7 +13,7 @@ WORKDIR /app
 
 # Dependencies first: this layer is reused until requirements.lock changes.
 COPY requirements.lock ./
-RUN python -m pip install pip==24.3.1 \
+RUN python -m pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
  && python -m pip install --no-deps -r requirements.lock
 
 COPY pyproject.toml README.md ./

@@ -38,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 echo "setup: installing requirements.lock into .venv (a fresh install takes ~3 min, 3.3 GB)"
-.venv/bin/python -m pip install --quiet --upgrade pip==24.3.1
+.venv/bin/python -m pip install --quiet pip==26.3 setuptools==84.2.1 wheel==0.48.0
 .venv/bin/python -m pip install --quiet --no-deps -r requirements.lock
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 .venv/bin/python -m pip check

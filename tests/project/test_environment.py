@@ -53,8 +53,9 @@ def test_dockerfile_installs_the_same_lock_and_project_as_setup():
     assert "COPY requirements.lock" in docker
     assert re.search(r"pip install --no-deps -r requirements\.lock", docker)
     assert re.search(r"pip install .*--no-deps -r requirements\.lock", setup)
-    # Same pip version on both paths.
-    assert re.findall(r"pip==([\d.]+)", docker) == re.findall(r"pip==([\d.]+)", setup)
+    # Same build tools (pip, setuptools, wheel) on both paths.
+    tools = r"(?:pip|setuptools|wheel)==[\d.]+"
+    assert re.findall(tools, docker) == re.findall(tools, setup) and len(re.findall(tools, setup)) == 3
     for package in ("bresnet", "components", "pipeline"):
         assert f"COPY {package} ./{package}" in docker
     assert "TF_USE_LEGACY_KERAS=1" in docker
