@@ -43,27 +43,17 @@ def test_stage_rejects_bad_arguments(tmp_path, gcs_emulator):
         gcs.stage_directory(str(tmp_path), "/local/path")
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("model") / "sm")
-    module = tf.Module()
-    module.w = tf.Variable(3.0)
-    module.f = tf.function(lambda x: x * module.w, input_signature=[tf.TensorSpec([None], tf.float32)])
-    tf.saved_model.save(module, path, signatures=module.f)
-    return path
-
-
-def test_gcs_push_round_trip(saved_model, tmp_path, bucket):
+def test_gcs_push_round_trip(tiny_saved_model, tmp_path, bucket):
     base = f"gs://{bucket.name}/serving"
-    first = pusher.push_model(saved_model, base, "m", blessed=True, version=100)
-    second = pusher.push_model(saved_model, base, "m", blessed=True, version=None)
+    first = pusher.push_model(tiny_saved_model, base, "m", blessed=True, version=100)
+    second = pusher.push_model(tiny_saved_model, base, "m", blessed=True, version=None)
     assert first.path == f"{base}/m/100" and second.version > 100
     assert pusher.existing_versions(f"{base}/m") == [100, second.version]
     assert pusher.latest_version_path(f"{base}/m") == second.path
     with pytest.raises(pusher.VersionExistsError):
-        pusher.push_model(saved_model, base, "m", blessed=True, version=100)
+        pusher.push_model(tiny_saved_model, base, "m", blessed=True, version=100)
     with pytest.raises(pusher.NotBlessedError):
-        pusher.push_model(saved_model, base, "m", blessed=False)
+        pusher.push_model(tiny_saved_model, base, "m", blessed=False)
 
     # Download the pushed version and serve it: identical to the source model.
     local = tmp_path / "downloaded"
@@ -71,12 +61,12 @@ def test_gcs_push_round_trip(saved_model, tmp_path, bucket):
     for blob in gcs.client().list_blobs(bucket.name, prefix=prefix):
         _write(str(local / blob.name[len(prefix):]), blob.download_as_bytes())
     loaded = tf.saved_model.load(str(local))
-    assert loaded.signatures["serving_default"](tf.constant([2.0]))["output_0"].numpy().tolist() == [6.0]
+    assert loaded.signatures["serving_default"](tf.constant([3.0]))["output_0"].numpy().tolist() == [6.0]
 
 
-def test_gcs_push_copies_server_side_from_a_gcs_model(saved_model, bucket):
+def test_gcs_push_copies_server_side_from_a_gcs_model(tiny_saved_model, bucket):
     staged = f"gs://{bucket.name}/pipeline_root/Trainer/model/7/Format-Serving"
-    gcs.stage_directory(saved_model, staged)
+    gcs.stage_directory(tiny_saved_model, staged)
     result = pusher.push_model(staged, f"gs://{bucket.name}/serving", "m", blessed=True, version=5)
     pushed = sorted(b.name for b in gcs.client().list_blobs(bucket.name, prefix="serving/m/5/"))
     source = sorted(b.name for b in gcs.client().list_blobs(bucket.name, prefix="pipeline_root/Trainer/model/7/Format-Serving/"))
@@ -84,7 +74,7 @@ def test_gcs_push_copies_server_side_from_a_gcs_model(saved_model, bucket):
     assert result.path.endswith("/m/5")
 
 
-def test_gcs_partial_version_is_not_latest(saved_model, bucket):
+def test_gcs_partial_version_is_not_latest(tiny_saved_model, bucket):
     """A version whose upload died before saved_model.pb (written last) is never reported as loadable."""
     base = f"gs://{bucket.name}/serving/m"
     bucket.blob("serving/m/900/variables/variables.index").upload_from_string(b"partial")

@@ -8,41 +8,31 @@ import tensorflow as tf
 from components import pusher
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("model") / "sm")
-    module = tf.Module()
-    module.w = tf.Variable(2.0)
-    module.f = tf.function(lambda x: x * module.w, input_signature=[tf.TensorSpec([None], tf.float32)])
-    tf.saved_model.save(module, path, signatures=module.f)
-    return path
-
-
 def _versions(base):
     return sorted(os.listdir(os.path.join(base, "m")))
 
 
-def test_push_creates_numbered_version_that_loads(saved_model, tmp_path):
-    result = pusher.push_model(saved_model, str(tmp_path), "m", blessed=True, version=5)
+def test_push_creates_numbered_version_that_loads(tiny_saved_model, tmp_path):
+    result = pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True, version=5)
     assert result.version == 5 and result.path == str(tmp_path / "m" / "5")
     loaded = tf.saved_model.load(result.path)
     assert loaded.signatures["serving_default"](tf.constant([3.0]))["output_0"].numpy().tolist() == [6.0]
     assert _versions(tmp_path) == ["5"]          # no staging leftovers
 
 
-def test_versions_only_grow_and_never_overwrite(saved_model, tmp_path):
-    first = pusher.push_model(saved_model, str(tmp_path), "m", blessed=True, version=2_000_000_000)
-    second = pusher.push_model(saved_model, str(tmp_path), "m", blessed=True)  # clock < existing: bumped
+def test_versions_only_grow_and_never_overwrite(tiny_saved_model, tmp_path):
+    first = pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True, version=2_000_000_000)
+    second = pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True)  # clock < existing: bumped
     assert second.version == first.version + 1
     with pytest.raises(pusher.VersionExistsError):
-        pusher.push_model(saved_model, str(tmp_path), "m", blessed=True, version=first.version)
+        pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True, version=first.version)
     assert pusher.existing_versions(str(tmp_path / "m")) == [first.version, second.version]
     assert pusher.latest_version_path(str(tmp_path / "m")) == second.path
 
 
-def test_unblessed_model_is_refused(saved_model, tmp_path):
+def test_unblessed_model_is_refused(tiny_saved_model, tmp_path):
     with pytest.raises(pusher.NotBlessedError, match="not blessed"):
-        pusher.push_model(saved_model, str(tmp_path), "m", blessed=False)
+        pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=False)
     assert not (tmp_path / "m").exists()
 
 
@@ -52,7 +42,7 @@ def test_not_a_saved_model_is_refused(tmp_path):
         pusher.push_model(str(tmp_path / "empty"), str(tmp_path / "serving"), "m", blessed=True)
 
 
-def test_crash_mid_push_leaves_no_visible_version(saved_model, tmp_path, monkeypatch):
+def test_crash_mid_push_leaves_no_visible_version(tiny_saved_model, tmp_path, monkeypatch):
     # Simulate the process dying after part of the files were copied.
     real_copytree = pusher.shutil.copytree
     calls = {"n": 0}
@@ -66,16 +56,16 @@ def test_crash_mid_push_leaves_no_visible_version(saved_model, tmp_path, monkeyp
     monkeypatch.setattr(pusher.shutil, "copytree",
                         lambda src, dst, *_, **__: real_copytree(src, dst, copy_function=failing_copy))
     with pytest.raises(OSError, match="simulated"):
-        pusher.push_model(saved_model, str(tmp_path), "m", blessed=True, version=7)
+        pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True, version=7)
     assert calls["n"] >= 2
     assert pusher.existing_versions(str(tmp_path / "m")) == []
     assert _versions(tmp_path) == []             # staging dir cleaned up
 
 
-def test_a_reader_never_sees_a_partial_version(saved_model, tmp_path):
+def test_a_reader_never_sees_a_partial_version(tiny_saved_model, tmp_path):
     """A reader polling like TF Serving while pushes run: every version it sees is complete."""
-    expected = sorted(os.path.relpath(os.path.join(d, f), saved_model)
-                      for d, _, files in os.walk(saved_model) for f in files)
+    expected = sorted(os.path.relpath(os.path.join(d, f), tiny_saved_model)
+                      for d, _, files in os.walk(tiny_saved_model) for f in files)
     base = str(tmp_path / "m")
     seen_partial, stop = [], threading.Event()
 
@@ -93,7 +83,7 @@ def test_a_reader_never_sees_a_partial_version(saved_model, tmp_path):
 
     def push(v):
         try:
-            results.append(pusher.push_model(saved_model, str(tmp_path), "m", blessed=True, version=v))
+            results.append(pusher.push_model(tiny_saved_model, str(tmp_path), "m", blessed=True, version=v))
         except pusher.VersionExistsError as exc:
             errors.append(exc)
 
