@@ -27,9 +27,9 @@ class ClipConfig:
     """How ClipGen cuts fixed-length clips from videos."""
     num_frames: int = 8
     frame_stride: int = 1
-    height: int = 64
-    width: int = 64
-    clips_per_video_train: int = 4
+    height: int = 32
+    width: int = 32
+    clips_per_video_train: int = 8
     clips_per_video_eval: int = 3
     seed: int = 0
 
@@ -110,8 +110,14 @@ class RunConfig:
         return dataclasses.replace(self, labels=tuple(labels))
 
 
-DEMO_TRAINING = {"epochs": 6, "steps_per_epoch": 20, "eval_steps": 4, "batch_size_per_worker": 8,
-                 "learning_rate": 2e-3, "workers": 2, "warmup_epochs": 1.0}
+# Motion direction is a hard feature to find from scratch: even 2 classes sit at chance for ~800 steps before
+# they click, so the demo trains 2,400 steps; 32x32 clips make them affordable on 2 cores (~11 s per 100 steps).
+# collective_timeout_s: under MWMS on CPU every all-reduce with a timeout leaves a thread alive until the timeout
+# passes (~120 threads/s per worker here); with the 300 s default the workers reach ~50k threads and die with
+# "std::system_error: Resource temporarily unavailable" after ~1,000 steps. 60 s bounds them at ~7k per worker.
+DEMO_TRAINING = {"epochs": 10, "steps_per_epoch": 300, "eval_steps": 4, "batch_size_per_worker": 8,
+                 "learning_rate": 1e-3, "workers": 2, "warmup_epochs": 1.0,
+                 "collective_timeout_s": 60.0}
 
 PRESETS: dict[str, dict] = {
     # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times).

@@ -59,8 +59,9 @@ _SPEED_RANGE = (0.05, 0.09)           # translation, fraction of the short side 
 _SPIN_RANGE_DEG = (12.0, 20.0)       # rotation per frame; < 90 so a 180-degree-symmetric shape stays unambiguous
 _GROWTH_RANGE = (0.06, 0.10)          # log-size change per frame
 _MAX_LOG_SIZE_SPAN = math.log(2.5)    # long videos grow slower instead of filling the frame
-_MID_SIZE_RANGE = (0.13, 0.22)        # half-extent of the object, fraction of the short side
-_NOISE_SIGMA_RANGE = (2.0, 8.0)
+_MID_SIZE_RANGE = (0.20, 0.30)        # half-extent of the object, fraction of the short side (big: more moving edge)
+_NOISE_SIGMA_RANGE = (1.0, 4.0)
+DEFAULT_VIDEOS_PER_CLASS = 100      # 75 train + 25 eval per class: fewer lets the model memorize appearance
 _MIN_COLOUR_DISTANCE = 90.0           # object colour vs. any background colour (RGB euclidean)
 
 
@@ -260,7 +261,8 @@ def _remove_stale_shards(split_dir: str) -> None:
         tf.io.gfile.remove(path)
 
 
-def generate_demo_data(out_dir: str, videos_per_class: int = 30, eval_fraction: float = 0.25, seed: int = 0,
+def generate_demo_data(out_dir: str, videos_per_class: int = DEFAULT_VIDEOS_PER_CLASS, eval_fraction: float = 0.25,
+                       seed: int = 0,
                        num_shards: int = 2, frame_range: tuple[int, int] = (4, 32),
                        side_range: tuple[int, int] = (64, 96), jpeg_quality: int = 90) -> DemoDataSummary:
     """Writes the demo dataset (see the module docstring) and returns what was written.
@@ -340,7 +342,7 @@ def generate_demo_data(out_dir: str, videos_per_class: int = 30, eval_fraction: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--videos_per_class", type=int, default=30)
+    parser.add_argument("--videos_per_class", type=int, default=DEFAULT_VIDEOS_PER_CLASS)
     parser.add_argument("--eval_fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_shards", type=int, default=2)

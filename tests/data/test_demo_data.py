@@ -54,8 +54,8 @@ def test_layout_counts_and_label_indices(demo):
         assert sorted(os.listdir(os.path.join(summary.out_dir, split))) == [os.path.basename(f) for f in files]
     label_map = video_format.LabelMap.load(summary.out_dir)
     assert label_map.labels == sorted(DEMO_CLASSES) == list(summary.classes)
-    assert len(videos["train"]) == summary.num_train_videos == 8 * 22
-    assert len(videos["eval"]) == summary.num_eval_videos == 8 * 8      # round(30 * 0.25)
+    assert len(videos["train"]) == summary.num_train_videos == 8 * 75
+    assert len(videos["eval"]) == summary.num_eval_videos == 8 * 25     # round(100 * 0.25)
     assert summary.num_frames == sum(len(v.jpeg_frames) for s in videos.values() for v in s)
     assert summary.total_bytes == sum(os.path.getsize(f) for f in summary.train_files + summary.eval_files)
     ids = [v.video_id for s in videos.values() for v in s]
@@ -70,7 +70,7 @@ def test_classes_are_balanced_in_each_split(demo):
     for split, expected in (("train", summary.train_counts), ("eval", summary.eval_counts)):
         counts = collections.Counter(v.label for v in videos[split])
         assert counts == expected
-        assert set(counts.values()) == {22 if split == "train" else 8}
+        assert set(counts.values()) == {75 if split == "train" else 25}
     # shards interleave classes rather than holding one class each
     first_shard = _read_split(summary.train_files[:1])
     assert len({v.label for v in first_shard}) == len(DEMO_CLASSES)
@@ -196,6 +196,6 @@ def test_one_frame_is_near_chance_but_motion_separates_the_classes(demo):
 def test_summary_serializes_with_derived_counts(demo):
     summary, _ = demo
     as_dict = summary.to_dict()
-    assert as_dict["num_train_videos"] == 176 and as_dict["num_eval_videos"] == 64
+    assert as_dict["num_train_videos"] == 600 and as_dict["num_eval_videos"] == 200
     assert as_dict["megabytes"] == pytest.approx(summary.total_bytes / 1e6, abs=0.01)
     assert as_dict["train_files"] == summary.train_files

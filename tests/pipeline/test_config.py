@@ -8,7 +8,7 @@ def test_defaults_are_the_demo_and_build_a_training_config():
     config = load_config("demo", {"labels": ["b", "a"]})
     training = config.training_config()
     assert training.workers == 2
-    assert training.clip_shape == config.clips.shape == (8, 64, 64, 3)
+    assert training.clip_shape == config.clips.shape == (8, 32, 32, 3)
     assert training.labels == ("b", "a")
 
 
