@@ -166,13 +166,16 @@ BASELINE_FOUND = "found"
 
 @tfx.dsl.components.component
 def LatestPushedModel(
+    candidate: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
     serving_base_dir: tfx.dsl.components.Parameter[str],
     model_name: tfx.dsl.components.Parameter[str],
     baseline: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
 ) -> None:
     """Snapshots the model TF Serving currently serves (highest complete version) as the Evaluator's baseline.
 
-    With none pushed yet the artifact is marked ``found=0`` and the Evaluator blesses on value thresholds alone."""
+    With none pushed yet the artifact is marked ``found=0`` and the Evaluator blesses on value thresholds alone.
+    ``candidate`` (the model about to be evaluated) is not read: it ties this lookup to each new model, so TFX's
+    cache (keyed on inputs and parameters) cannot hand a new model the baseline looked up for an older one."""
     source = latest_version_path(_join(serving_base_dir, model_name))
     baseline.set_int_custom_property(BASELINE_FOUND, int(source is not None))
     if source is None:

@@ -43,17 +43,21 @@ class _VideoAccuracyCombiner(beam.CombineFn):
     def create_accumulator(self):
         return {}
 
+    def _for_model(self, value):
+        """With a baseline, TFMA keys labels, predictions and features by model name."""
+        if isinstance(value, dict) and self._model_name in value:
+            return value[self._model_name]
+        return value
+
     def add_input(self, accumulator, element):
-        features = element.transformed_features or {}
-        if self._model_name and self._model_name in features:
-            features = features[self._model_name]
+        features = self._for_model(element.transformed_features or {})
         video_id = np.asarray(features[self._video_id_key]).reshape(-1)[0]
         video_id = video_id.decode() if isinstance(video_id, bytes) else str(video_id)
-        prediction = element.prediction
+        prediction = self._for_model(element.prediction)
         if isinstance(prediction, dict):  # the signature returns several outputs; TFMA passes them all here
             prediction = prediction[PROBABILITIES]
         probabilities = np.asarray(prediction, dtype=np.float64).reshape(-1)
-        label = int(np.asarray(element.label).reshape(-1)[0])
+        label = int(np.asarray(self._for_model(element.label)).reshape(-1)[0])
         entry = accumulator.get(video_id)
         if entry is None:
             accumulator[video_id] = [probabilities.copy(), label]

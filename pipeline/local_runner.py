@@ -51,7 +51,12 @@ def run_local(config: RunConfig) -> RunSummary:
     os.makedirs(config.pipeline_root, exist_ok=True)
     timer = _ComponentTimer()
     root_logger = logging.getLogger()
-    root_logger.addHandler(timer)
+    # TFX reports component starts/ends through absl's logger at INFO; libraries loaded mid-run (and pytest)
+    # change the root level, so the timer listens on that logger directly, with its level pinned for the run.
+    absl_logger = logging.getLogger("absl")
+    absl_level = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    absl_logger.addHandler(timer)
     # Everything (TFX, Beam, TFMA at INFO) goes to a run log next to the artifacts; the console stays readable.
     log_path = os.path.join(config.pipeline_root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -65,7 +70,8 @@ def run_local(config: RunConfig) -> RunSummary:
     try:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
     finally:
-        root_logger.removeHandler(timer)
+        absl_logger.removeHandler(timer)
+        absl_logger.setLevel(absl_level)
         root_logger.removeHandler(file_handler)
         file_handler.close()
     summary = summarize(config)

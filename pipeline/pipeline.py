@@ -38,7 +38,8 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
     trainer = MultiWorkerTrainer(
         examples=clipgen.outputs["clips"], transform_graph=transform.outputs["transform_graph"],
         config=config.training_config(), launcher=launcher, launcher_options=launcher_options or {})
-    baseline = LatestPushedModel(serving_base_dir=config.serving_dir, model_name=config.model_name)
+    baseline = LatestPushedModel(candidate=trainer.outputs["model"], serving_base_dir=config.serving_dir,
+                                 model_name=config.model_name)
     evaluator = Evaluator(
         examples=clipgen.outputs["clips"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["baseline"],

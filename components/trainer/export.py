@@ -36,14 +36,19 @@ TRANSFORM_FEATURES = "transform_features"
 
 
 # Serving requests are bounded before anything big is allocated; TF Serving returns these as INVALID_ARGUMENT.
-MAX_CLIPS_PER_REQUEST = 64
-EXAMPLE_OVERHEAD_BYTES = 64 * 1024   # ids, keys and the TensorProto header around a clip's pixels
+MAX_REQUEST_BYTES = 512 * 1024 * 1024   # decoded clip pixels per request
+MAX_CLIPS_PER_REQUEST = 1024             # also above TFMA's largest batch (1,000), so evaluation never trips it
+EXAMPLE_OVERHEAD_BYTES = 64 * 1024       # ids, keys and the TensorProto header around a clip's pixels
 
 
-def _check_request_size(batch, what: str):
+def max_clips_per_request(clip_shape: Sequence[int]) -> int:
+    return max(1, min(MAX_CLIPS_PER_REQUEST, MAX_REQUEST_BYTES // int(np.prod(clip_shape))))
+
+
+def _check_request_size(batch, limit: int, what: str):
     return tf.debugging.assert_less_equal(
-        batch, tf.constant(MAX_CLIPS_PER_REQUEST, batch.dtype),
-        message=f"request has more {what} than the limit of {MAX_CLIPS_PER_REQUEST}; split it into smaller requests")
+        batch, tf.constant(limit, batch.dtype),
+        message=f"request has more {what} than the limit of {limit}; split it into smaller requests")
 
 
 def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Sequence[int]) -> dict:
@@ -51,6 +56,7 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
     labels = [str(l) for l in labels]
     clip_shape = [int(d) for d in clip_shape]
     max_example_bytes = int(np.prod(clip_shape)) + EXAMPLE_OVERHEAD_BYTES
+    max_clips = max_clips_per_request(clip_shape)
     serving_spec = clip_feature_spec(with_label=False)
     labelled_spec = clip_feature_spec(with_label=True)
 
@@ -72,7 +78,7 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
     def parse(examples, spec):
         # Count and size first: parse_tensor would otherwise allocate whatever a request claims.
         with tf.control_dependencies([
-                _check_request_size(tf.size(examples), "examples"),
+                _check_request_size(tf.size(examples), max_clips, "examples"),
                 tf.debugging.assert_less_equal(
                     tf.reduce_max(tf.concat([tf.strings.length(examples), [0]], 0)), max_example_bytes,
                     message=f"an example is larger than a {clip_shape} uint8 clip allows ({max_example_bytes} bytes)")]):
@@ -85,7 +91,7 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
     @tf.function(input_signature=[tf.TensorSpec([None, *clip_shape], tf.uint8, name="frames")])
     def serve_frames(frames):
         batch = tf.shape(frames)[0]
-        with tf.control_dependencies([_check_request_size(batch, "clips")]):
+        with tf.control_dependencies([_check_request_size(batch, max_clips, "clips")]):
             frames = tf.identity(frames)
         # Exactly what parse_example yields for a clip example carrying only frames (spec defaults).
         raw = {

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer.export import MAX_CLIPS_PER_REQUEST
+from components.trainer.export import max_clips_per_request
 from components.video_format import make_clip_example
 from trainer_test_data import CLIP_SHAPE
+
+MAX_CLIPS_PER_REQUEST = max_clips_per_request(CLIP_SHAPE)
 
 
 @pytest.fixture(scope="module")

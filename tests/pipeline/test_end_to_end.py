@@ -1,0 +1,105 @@
+"""The whole pipeline on LocalDagRunner with 2 training workers, as `make demo` runs it, on a smaller dataset.
+
+Run 1 (no model in serving yet): blessed on the value threshold, pushed as <serving>/<model>/<version>/, and the
+pushed SavedModel classifies held-out demo clips far better than chance.
+Run 2 (a deliberately worse model, same data: cached ingest/ClipGen/Transform): the change threshold against
+the served baseline fails, nothing new is pushed, and the run says which threshold failed.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.video_format import ClipKeys
+from pipeline.config import load_config
+from pipeline.demo_data import generate_demo_data
+from pipeline.local_runner import run_local
+
+pytestmark = pytest.mark.slow
+
+VIDEOS_PER_CLASS = 50
+# The demo preset, shortened: still 2 workers and the demo's clip size and optimizer. Motion needs ~1,000 steps
+# before it clicks (measured: chance until then, see pipeline/config.py), so this trains 1,500.
+E2E = ["training.epochs=5", "training.steps_per_epoch=300", "training.eval_steps=2",
+       "gate.min_accuracy=0.3", "gate.max_accuracy_drop=0.05",
+       "beam_args=[--direct_running_mode=in_memory, --direct_num_workers=1]"]
+WORSE = ["training.epochs=1", "training.steps_per_epoch=2", "training.warmup_epochs=0.0"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = str(root / "data")
+    generate_demo_data(data, videos_per_class=VIDEOS_PER_CLASS, seed=7)
+    paths = [f"data_dir={data}", f"pipeline_root={root / 'root'}", f"metadata_path={root / 'metadata.sqlite'}",
+             f"serving_dir={root / 'serving'}"]
+    first = run_local(load_config("demo", paths + E2E))
+    second = run_local(load_config("demo", paths + E2E + WORSE))
+    return root, first, second
+
+
+def test_first_run_is_blessed_and_pushed_as_a_tf_serving_version(runs):
+    root, first, _ = runs
+    assert first.blessed is True and first.gate_failures == []
+    model_dir = root / "serving" / "bresnet"
+    versions = sorted(os.listdir(model_dir))
+    assert versions == [first.pushed_version] and first.pushed_version.isdigit()
+    assert first.pushed_path == str(model_dir / first.pushed_version)
+    assert (model_dir / first.pushed_version / "saved_model.pb").exists()
+    assert (model_dir / first.pushed_version / "variables" / "variables.index").exists()
+    for component in ("Ingest", "ClipGen", "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert component in first.component_seconds
+    assert first.metrics["sparse_categorical_accuracy"] >= 0.3
+    assert "video_accuracy" in first.metrics and "top_3_accuracy" in first.metrics
+
+
+def test_both_workers_trained(runs):
+    root, _, _ = runs
+    (model_run,) = glob.glob(str(root / "root" / "Trainer" / "model_run" / "*"))[:1]
+    logs = sorted(os.listdir(os.path.join(model_run, "worker_logs")))
+    assert logs == ["worker-0.log", "worker-1.log"]
+    for name in logs:
+        with open(os.path.join(model_run, "worker_logs", name)) as f:
+            text = f.read()
+        assert "2 replicas in sync" in text
+
+
+def _eval_clips(root):
+    clips, labels = [], []
+    for path in sorted(glob.glob(str(root / "root" / "ClipGen" / "clips" / "*" / "Split-eval" / "*.gz"))):
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+            example = tf.train.Example.FromString(record.numpy())
+            clips.append(record.numpy())
+            labels.append(example.features.feature[ClipKeys.LABEL].bytes_list.value[0].decode())
+    return clips, labels
+
+
+def test_pushed_model_classifies_held_out_clips_far_better_than_chance(runs):
+    root, first, _ = runs
+    served = tf.saved_model.load(first.pushed_path)
+    clips, labels = _eval_clips(root)
+    predicted = []
+    for start in range(0, len(clips), 32):
+        out = served.signatures["serving_default"](examples=tf.constant(clips[start:start + 32]))
+        predicted += [c.decode() for c in out["top_class"].numpy()]
+    accuracy = float(np.mean(np.array(predicted) == np.array(labels)))
+    chance = 1 / 8
+    assert len(clips) >= 100
+    assert accuracy >= 2.5 * chance, accuracy
+
+
+def test_worse_model_is_not_pushed_and_the_run_says_why(runs):
+    root, first, second = runs
+    assert second.blessed is False
+    assert second.pushed_path is None
+    assert sorted(os.listdir(root / "serving" / "bresnet")) == [first.pushed_version]
+    assert any("change vs baseline" in f["metric"] and "sparse_categorical_accuracy" in f["metric"]
+               for f in second.gate_failures), second.gate_failures
+    # Only the Trainer and what follows re-ran: ingest, ClipGen and Transform came from the cache.
+    assert second.component_seconds["ClipGen"] < 1.0 and second.component_seconds["Transform"] < 1.0
+    gate_files = glob.glob(str(root / "root" / "Evaluator" / "evaluation" / "*" / "gate.json"))
+    gates = [json.load(open(p)) for p in sorted(gate_files, key=lambda p: int(p.split(os.sep)[-2]))]
+    assert [g["blessed"] for g in gates] == [True, False] and gates[1]["had_baseline"] is True
