@@ -126,7 +126,7 @@ def _component_seconds(store) -> dict[str, float]:
         return {}
     run = max(runs, key=lambda c: c.create_time_since_epoch)
     seconds = {}
-    for execution in store.get_executions_by_context(run.id):
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
         nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
         if nodes:
             node_id = nodes[0].rsplit(".", 1)[-1]
