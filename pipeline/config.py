@@ -67,6 +67,7 @@ class RunConfig:
     serving_dir: str = "runs/demo/serving"      # TF Serving model base path: <serving_dir>/<model_name>/<version>
     model_name: str = "bresnet"
     labels: tuple[str, ...] = ()                # empty: read <data_dir>/label_map.txt
+    data_layout: str = "pre_split"              # "pre_split": train/*, eval/*; "split_by_id": one folder, hashed ids
     max_rejected_fraction: float = 0.2          # ClipGen fails the run above this
     beam_args: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
     clips: ClipConfig = ClipConfig()
@@ -88,6 +89,8 @@ class RunConfig:
             raise ConfigError(f"training: {exc}") from None
         if not PIPELINE_NAME_RE.fullmatch(self.pipeline_name):
             raise ConfigError(f"pipeline_name must match [a-z0-9][a-z0-9-]{{0,127}} (KFP's rule), got {self.pipeline_name!r}")
+        if self.data_layout not in ("pre_split", "split_by_id"):
+            raise ConfigError(f"data_layout must be 'pre_split' or 'split_by_id', got {self.data_layout!r}")
         if not 0.0 <= self.max_rejected_fraction <= 1.0:
             raise ConfigError(f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction!r}")
 

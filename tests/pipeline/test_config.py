@@ -38,6 +38,7 @@ def test_dump_and_reload_round_trip(tmp_path):
     ("pipeline_name=My_Run", "pipeline_name must match"),
     ("gate.min_accuracy=1.5", "gate.min_accuracy must be in [0, 1], got 1.5"),
     ("training.workers=0", "workers"),
+    ("data_layout=flat", "data_layout must be 'pre_split' or 'split_by_id'"),
 ])
 def test_bad_values_fail_at_load_time_naming_the_setting(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -61,3 +62,13 @@ def test_labels_come_from_the_label_map(tmp_path):
     assert config.labels == ("down", "up")
     with pytest.raises(ConfigError, match="label_map.txt"):
         RunConfig(data_dir=str(tmp_path / "nowhere")).with_labels()
+
+
+def test_data_layout_chooses_the_ingest_split(tmp_path):
+    import json
+    from pipeline.pipeline import create_components
+    for layout, expected in [("pre_split", {"train", "eval"}), ("split_by_id", {"all"})]:
+        config = load_config("smoke", [f"data_layout={layout}", "labels=[a, b]", f"data_dir={tmp_path}"])
+        ingest = create_components(config)[0]
+        splits = {s["name"] for s in json.loads(ingest.exec_properties["input_config"])["splits"]}
+        assert splits == expected, layout
