@@ -16,7 +16,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench.clip_format
 
 lint: setup
 	$(VENV)/bin/hadolint Dockerfile
