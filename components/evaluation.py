@@ -24,7 +24,6 @@ from components.transform_module import LABEL
 
 log = logging.getLogger(__name__)
 
-ACCURACY = "sparse_categorical_accuracy"
 GATE_FILE = "gate.json"
 
 

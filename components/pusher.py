@@ -53,8 +53,7 @@ def latest_version_path(model_base: str) -> str | None:
     """Path of the highest complete version (has saved_model.pb), or None."""
     for version in reversed(existing_versions(model_base)):
         path = _join(model_base, str(version))
-        marker = _join(path, SAVED_MODEL_FILE)
-        if _gcs_blob_exists(marker) if gcs.is_gcs(marker) else os.path.exists(marker):
+        if _exists(_join(path, SAVED_MODEL_FILE)):
             return path
     return None
 
@@ -70,8 +69,7 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, *, bles
                version: int | None = None) -> PushResult:
     if not blessed:
         raise NotBlessedError(f"model {saved_model_dir} is not blessed by the Evaluator; refusing to push it")
-    marker = _join(saved_model_dir, SAVED_MODEL_FILE)
-    if not (_gcs_blob_exists(marker) if gcs.is_gcs(marker) else os.path.exists(marker)):
+    if not _exists(_join(saved_model_dir, SAVED_MODEL_FILE)):
         raise FileNotFoundError(f"{saved_model_dir} holds no {SAVED_MODEL_FILE}: not a SavedModel")
     if not model_name or "/" in model_name:
         raise ValueError(f"model_name must be a non-empty name without '/', got {model_name!r}")
@@ -148,9 +146,11 @@ def _bucket_and_dir(uri: str) -> tuple[str, str]:
     return bucket, (name.rstrip("/") + "/") if name else ""
 
 
-def _gcs_blob_exists(uri: str) -> bool:
-    bucket, name = gcs.split_gcs(uri)
-    return gcs.client().bucket(bucket).blob(name).exists()
+def _exists(path: str) -> bool:
+    if gcs.is_gcs(path):
+        bucket, name = gcs.split_gcs(path)
+        return gcs.client().bucket(bucket).blob(name).exists()
+    return os.path.exists(path)
 
 
 # ---- TFX components -----------------------------------------------------------------------------------

@@ -87,7 +87,6 @@ def cmd_run_local(args) -> int:
 
 def cmd_demo(args) -> int:
     """Demo data (generated once) + the whole pipeline on it with the demo preset."""
-    from pipeline.config import load_config
     from pipeline.local_runner import run_local
     config = _load(args)
     if not os.path.exists(os.path.join(config.data_dir, "label_map.txt")):

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
 
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.orchestration import metadata
 
+from components.evaluation import GATE_FILE
 from pipeline.config import RunConfig
 from pipeline.pipeline import create_pipeline
 
@@ -31,7 +36,6 @@ class _ComponentTimer(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
         self.started: dict[str, float] = {}
-        self.seconds: dict[str, float] = {}
 
     def emit(self, record):
         message = record.getMessage()
@@ -42,8 +46,7 @@ class _ComponentTimer(logging.Handler):
             self.started[name] = time.time()
             print(f"[run-local] {name} started", flush=True)
         elif name in self.started:
-            self.seconds[name] = round(time.time() - self.started[name], 1)
-            print(f"[run-local] {name} finished in {self.seconds[name]:.1f}s", flush=True)
+            print(f"[run-local] {name} finished in {time.time() - self.started[name]:.1f}s", flush=True)
 
 
 def run_local(config: RunConfig) -> RunSummary:
@@ -76,19 +79,11 @@ def run_local(config: RunConfig) -> RunSummary:
         file_handler.close()
     summary = summarize(config)
     summary.seconds = round(time.time() - start, 1)
-    summary.component_seconds = summary.component_seconds or timer.seconds
     return summary
 
 
 def summarize(config: RunConfig) -> RunSummary:
     """Reads the newest Evaluator and Pusher outputs of this pipeline from its ML Metadata store."""
-    import tensorflow_model_analysis as tfma
-    from tfx.orchestration import metadata
-
-    from components.evaluation import GATE_FILE
-    import json
-    import tensorflow as tf
-
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     with metadata.Metadata(connection) as m:
         def newest(type_name):
@@ -103,9 +98,12 @@ def summarize(config: RunConfig) -> RunSummary:
             if per_slice.slice_key.single_slice_keys:
                 continue
             for key_and_value in per_slice.metric_keys_and_values:
-                value = key_and_value.value
-                if value.HasField("double_value") and not key_and_value.key.HasField("sub_key"):
-                    metrics[key_and_value.key.name] = round(value.double_value.value, 4)
+                key, value = key_and_value.key, key_and_value.value
+                # With a baseline TFMA also reports the baseline's values and the differences: keep the candidate's.
+                if key.model_name not in ("", "candidate") or key.is_diff or key.HasField("sub_key"):
+                    continue
+                if value.HasField("double_value"):
+                    metrics[key.name] = round(value.double_value.value, 4)
         gate_path = os.path.join(evaluation.uri, GATE_FILE)
         if tf.io.gfile.exists(gate_path):
             with tf.io.gfile.GFile(gate_path) as f:

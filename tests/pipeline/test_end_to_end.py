@@ -98,6 +98,8 @@ def test_worse_model_is_not_pushed_and_the_run_says_why(runs):
     assert sorted(os.listdir(root / "serving" / "bresnet")) == [first.pushed_version]
     assert any("change vs baseline" in f["metric"] and "sparse_categorical_accuracy" in f["metric"]
                for f in second.gate_failures), second.gate_failures
+    # The summary reports the candidate's metrics, not the baseline's or the differences TFMA adds.
+    assert second.metrics["sparse_categorical_accuracy"] < first.metrics["sparse_categorical_accuracy"]
     # Only the Trainer and what follows re-ran: ingest, ClipGen and Transform came from the cache.
     assert second.component_seconds["ClipGen"] < 1.0 and second.component_seconds["Transform"] < 1.0
     gate_files = glob.glob(str(root / "root" / "Evaluator" / "evaluation" / "*" / "gate.json"))
