@@ -120,10 +120,28 @@ def _segment_id(start_s: float | None, end_s: float | None) -> str:
     return "#t=" + ("" if start_s is None else f"{start_s:g}") + ("" if end_s is None else f",{end_s:g}")
 
 
+def check_label(label: str, where: str) -> None:
+    """A label must be usable as one path segment: class names become folder names in the class-folder layout and
+    in any per-class export, and a label like '../../x' must never be able to name a place outside an output
+    root. Raises ValueError naming ``where`` (the CSV row)."""
+    if label in (".", "..") or "/" in label or "\\" in label or not label.isprintable():
+        raise ValueError(f"{where}: label {label!r} must be a single name: no '/' or '\\', not '.' or '..', no "
+                         f"control characters")
+
+
+def _normalize_path(path: str) -> str:
+    """Absolute, with '.' and '..' segments collapsed; for a URL (gs://bucket/...) only below the bucket."""
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        bucket, _, key = rest.partition("/")
+        return f"{scheme}://{bucket}/" + posixpath.normpath("/" + key).lstrip("/")
+    return os.path.abspath(path)
+
+
 def _list_csv(csv_path: str) -> list[VideoSource]:
     with FileSystems.open(csv_path, mime_type="text/csv", compression_type=CompressionTypes.UNCOMPRESSED) as f:
         text = f.read().decode("utf-8-sig")
-    base = FileSystems.split(csv_path)[0].rstrip("/")
+    base = _normalize_path(FileSystems.split(csv_path)[0] or ".").rstrip("/")
     sources = []
     for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         row = [c.strip() for c in row]
@@ -140,13 +158,17 @@ def _list_csv(csv_path: str) -> list[VideoSource]:
         end_s = _parse_seconds(row[3], "end_s", where) if len(row) > 3 else None
         if start_s is not None and end_s is not None and end_s <= start_s:
             raise ValueError(f"{where}: end_s must be > start_s, got start_s={start_s} end_s={end_s}")
+        check_label(label, where)
         if "://" not in path and not os.path.isabs(path):
             path = FileSystems.join(base, path)
+        path = _normalize_path(path)   # '../' in a CSV may read from anywhere, but ids show the real place
         if path.startswith(base + "/"):
             relative = path[len(base) + 1:]
         else:
             relative = path.split("://", 1)[-1].lstrip("/")
         video_id = posixpath.splitext(relative)[0] + _segment_id(start_s, end_s)
+        if ".." in video_id.split("/"):   # cannot happen after normalization; ids must never climb
+            raise ValueError(f"{where}: video id {video_id!r} of path {row[0]!r} climbs out of its root")
         sources.append(VideoSource(path=path, label=label, video_id=video_id, start_s=start_s, end_s=end_s))
     return sources
 

@@ -70,6 +70,45 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return arr[:, :, ::-1]
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_header(data: bytes) -> tuple[str, int, int] | None:
+    """("jpeg" | "png", height, width) read from the header of a frame, without decoding any pixel.
+
+    None when the bytes are neither JPEG nor PNG (the frame formats of this project; decode_jpeg's OpenCV would
+    also decode BMP, TIFF, ... which no video record should hold). Raises ValueError on a JPEG/PNG whose header
+    ends or breaks before it gives the size. Lets a caller bound memory before decoding a frame."""
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ValueError("PNG header ends before its IHDR chunk")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return "png", height, width
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ValueError(f"JPEG header: no marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:          # fill byte
+            i += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:   # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                break
+            return "jpeg", int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        i += 2 + length
+    raise ValueError("JPEG header has no frame size (SOF) marker before the image data")
+
+
 def make_video_example(video_id: str, jpeg_frames: Sequence[bytes], label: str | None,
                        label_index: int | None, height: int, width: int, frame_rate: float,
                        keys: VideoKeys = DEFAULT_VIDEO_KEYS) -> tf.train.SequenceExample:

@@ -68,7 +68,7 @@ class RunConfig:
     model_name: str = "bresnet"
     labels: tuple[str, ...] = ()                # empty: read <data_dir>/label_map.txt
     data_layout: str = "pre_split"              # "pre_split": train/*, eval/*; "split_by_id": one folder, hashed ids
-    max_rejected_fraction: float = 0.2          # ClipGen fails the run above this
+    max_rejected_fraction: float = 0.2          # Ingest and ClipGen fail the run above this (per split)
     beam_args: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
     clips: ClipConfig = ClipConfig()
     # TrainingConfig fields except labels/clip_shape, which come from `labels` and `clips` above (one source each).

@@ -22,7 +22,8 @@ TRANSFORM_FN = "components.transform_module.preprocessing_fn"
 def create_components(config: RunConfig, launcher: str = "local", launcher_options: dict | None = None) -> list:
     config = config.with_labels()  # reads <data_dir>/label_map.txt when labels are not configured
     clips = config.clips
-    ingest = make_video_example_gen(config.data_dir, mode=config.data_layout)
+    ingest = make_video_example_gen(config.data_dir, mode=config.data_layout,
+                                    max_rejected_fraction=config.max_rejected_fraction)
     clipgen = ClipGen(
         examples=ingest.outputs["examples"],
         num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height, width=clips.width,

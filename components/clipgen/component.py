@@ -10,7 +10,9 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.clipgen import executor
-from components.clipgen.extract import ClipGenConfig, video_keys_from_dict, video_keys_to_dict
+from components.rejections import check_max_rejected_fraction
+from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict,
+                                        video_keys_to_dict)
 
 
 class ClipGenDeadLetter(types.Artifact):
@@ -36,6 +38,7 @@ class ClipGenSpec(ComponentSpec):
         "labels": ExecutionParameter(type=str),        # JSON list of label strings
         "video_keys": ExecutionParameter(type=str, optional=True),  # JSON dict of VideoKeys fields
         "max_rejected_fraction": ExecutionParameter(type=float),
+        "max_frame_pixels": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -54,7 +57,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     Beam pipeline args come from the pipeline or ``with_beam_pipeline_args``.
 
     ``max_rejected_fraction``: the run fails (after writing its dead letters and clip_stats) when some split
-    rejects more than this fraction of its videos; 1.0 never fails.
+    rejects more than this fraction of its videos; 1.0 never fails. ``max_frame_pixels``: a video with a frame
+    whose header declares more pixels is rejected (``frame_too_large``) before any of its frames is decoded.
     """
     SPEC_CLASS = ClipGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -62,13 +66,15 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     def __init__(self, examples: types.BaseChannel, *, num_frames: int, height: int, width: int,
                  labels: Sequence[str], frame_stride: int = 1, resize_short_side: int | None = None,
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
-                 video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0):
+                 video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
+                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
             labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
             clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval, seed=seed,
-            resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys))
-        executor.check_max_rejected_fraction(max_rejected_fraction)
+            resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys),
+            max_frame_pixels=max_frame_pixels)
+        check_max_rejected_fraction(max_rejected_fraction)
         spec = ClipGenSpec(
             examples=examples,
             num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
@@ -76,7 +82,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             clips_per_video_train=config.clips_per_video_train, clips_per_video_eval=config.clips_per_video_eval,
             seed=config.seed, labels=json.dumps(list(config.labels)),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
-            max_rejected_fraction=float(max_rejected_fraction),
+            max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
             clips=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=ClipGenDeadLetter),
             clip_stats=types.Channel(type=ClipGenStatistics))

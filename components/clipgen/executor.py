@@ -15,7 +15,8 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.clipgen import transforms
-from components.clipgen.extract import ClipGenConfig, video_keys_from_dict
+from components.clipgen.extract import DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict
+from components.rejections import check_split_accounting, enforce_max_rejected_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> ClipGenConfi
         resize_short_side=(int(exec_properties["resize_short_side"])
                            if exec_properties.get("resize_short_side") is not None else None),
         video_keys=video_keys_from_dict(json.loads(video_keys) if video_keys else None),
+        max_frame_pixels=int(exec_properties.get("max_frame_pixels") or DEFAULT_MAX_FRAME_PIXELS),
     )
 
 
@@ -98,37 +100,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                    json.dumps(summary, indent=2, sort_keys=True))
         _record_on_artifact(clips, config, stats)
         _log_summary(stats, elapsed, config.num_frames)
-        enforce_max_rejected_fraction(stats, float(exec_properties.get("max_rejected_fraction", 1.0)),
-                                      dead_letter.uri)
+        enforce_max_rejected_fraction("ClipGen", stats, "videos",
+                                      float(exec_properties.get("max_rejected_fraction", 1.0)), dead_letter.uri)
 
 
 def check_accounting(split: str, stats: dict, clips_per_video: int) -> None:
     """Every video is either ok or rejected, and every ok video gives exactly clips_per_video clips."""
-    if stats["videos_in"] != stats["videos_ok"] + stats["rejected"]:
-        raise RuntimeError(f"ClipGen[{split}]: videos_in={stats['videos_in']} != videos_ok={stats['videos_ok']} + "
-                           f"rejected={stats['rejected']}")
-    if stats["rejected"] != sum(stats["rejected_by_reason"].values()):
-        raise RuntimeError(f"ClipGen[{split}]: rejected={stats['rejected']} != sum of rejected_by_reason "
-                           f"{stats['rejected_by_reason']}")
+    check_split_accounting("ClipGen", split, stats, unit="videos")
     if stats["clips_out"] != stats["videos_ok"] * clips_per_video:
         raise RuntimeError(f"ClipGen[{split}]: clips_out={stats['clips_out']} != videos_ok={stats['videos_ok']} x "
                            f"{clips_per_video} clips per video")
-
-
-def check_max_rejected_fraction(value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"max_rejected_fraction must be a number in [0, 1], got {value!r}")
-
-
-def enforce_max_rejected_fraction(stats: dict[str, dict], max_fraction: float, dead_letter_uri: str) -> None:
-    """Fail the run when a split rejected more than ``max_fraction`` of its videos (an empty split rejects none)."""
-    check_max_rejected_fraction(max_fraction)
-    for split, s in stats.items():
-        if s["videos_in"] and s["rejected"] / s["videos_in"] > max_fraction:
-            raise RuntimeError(
-                f"ClipGen[{split}]: rejected {s['rejected']} of {s['videos_in']} videos "
-                f"({s['rejected'] / s['videos_in']:.1%}) > max_rejected_fraction {max_fraction:.1%}; "
-                f"by reason {s['rejected_by_reason']}; see the dead letters under {dead_letter_uri}")
 
 
 def clip_stats_document(config: ClipGenConfig, stats: dict[str, dict], elapsed_s: float) -> dict:

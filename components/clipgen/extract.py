@@ -15,7 +15,7 @@ import numpy as np
 from components import clip_sampling
 from components.clip_sampling import check_int
 from components.video_format import (DEFAULT_VIDEO_KEYS, LabelMap, Video, VideoKeys, VideoRecordError,
-                                     decode_jpeg, make_clip_example, parse_video)
+                                     decode_jpeg, image_header, make_clip_example, parse_video)
 
 # Why a video was rejected: a closed set, so per-reason counters stay few and dashboards stay stable.
 UNPARSABLE_RECORD = "unparsable_record"     # not a SequenceExample, or no frames feature list
@@ -23,9 +23,12 @@ ZERO_FRAMES = "zero_frames"
 MISSING_LABEL = "missing_label"             # neither label string nor label index
 UNKNOWN_LABEL = "unknown_label"             # label string not in the label map / index out of its range
 UNDECODABLE_FRAME = "undecodable_frame"     # a frame some clip needs is not a decodable image
+UNSUPPORTED_FRAME_FORMAT = "unsupported_frame_format"  # a frame that is neither JPEG nor PNG (header bytes)
+FRAME_TOO_LARGE = "frame_too_large"         # a frame header declares more than max_frame_pixels pixels
 PROCESSING_ERROR = "processing_error"       # anything unforeseen; counted and reported, never crashes the run
 REJECT_REASONS = (UNPARSABLE_RECORD, ZERO_FRAMES, MISSING_LABEL, UNKNOWN_LABEL, UNDECODABLE_FRAME,
-                  PROCESSING_ERROR)
+                  UNSUPPORTED_FRAME_FORMAT, FRAME_TOO_LARGE, PROCESSING_ERROR)
+DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320     # 8K UHD: a decoded frame stays under 100 MB
 
 TRAIN_SPLIT = "train"  # the one split sampled with the train policy (random windows/crops); others use eval
 
@@ -54,12 +57,14 @@ class ClipGenConfig:
     seed: int = 0
     resize_short_side: int | None = None
     video_keys: VideoKeys = DEFAULT_VIDEO_KEYS
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS   # memory bound: larger frames are rejected undecoded
 
     def __post_init__(self):
         for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train",
                      "clips_per_video_eval"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("seed", self.seed, minimum=0)
+        check_int("max_frame_pixels", self.max_frame_pixels, minimum=1)
         if self.resize_short_side is not None:
             check_int("resize_short_side", self.resize_short_side, minimum=1)
         if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, Sequence):
@@ -139,6 +144,7 @@ def extract_clips(serialized: bytes, split: str, config: ClipGenConfig, label_ma
     if num_video_frames == 0:
         raise Rejected(ZERO_FRAMES, "the frames feature list is empty")
     label = resolve_label(video, label_map)
+    check_frame_headers(video, config.max_frame_pixels)
     mode = config.mode(split)
     seed = clip_sampling.derive_seed(config.seed, video.video_id) if mode == clip_sampling.TRAIN else 0
     windows = clip_sampling.sample_windows(mode, num_video_frames, config.num_frames, config.frame_stride,
@@ -168,6 +174,23 @@ def resolve_label(video: Video, label_map: LabelMap) -> str:
                                           f"[0, {len(label_map)})")
         return label_map.labels[video.label_index]
     raise Rejected(MISSING_LABEL, "the record has neither a label string nor a label index")
+
+
+def check_frame_headers(video: Video, max_frame_pixels: int) -> None:
+    """Every frame (not only those a clip needs, so the verdict does not depend on sampling) must be JPEG or PNG
+    and declare at most ``max_frame_pixels`` pixels; read from the headers, before any frame is decoded."""
+    for i, data in enumerate(video.jpeg_frames):
+        try:
+            header = image_header(data)
+        except ValueError as exc:
+            raise Rejected(UNDECODABLE_FRAME, f"frame {i}: {exc}") from None
+        if header is None:
+            raise Rejected(UNSUPPORTED_FRAME_FORMAT, f"frame {i} is neither JPEG nor PNG (starts with "
+                                                     f"{bytes(data[:8])!r})")
+        kind, height, width = header
+        if height * width > max_frame_pixels:
+            raise Rejected(FRAME_TOO_LARGE, f"frame {i} is a {width}x{height} {kind} ({height * width} pixels > "
+                                            f"max_frame_pixels {max_frame_pixels}); not decoded")
 
 
 def dead_letter_line(video_id: str, split: str, reason: str, detail: str) -> str:

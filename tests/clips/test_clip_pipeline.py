@@ -42,7 +42,7 @@ def run(tmp_path_factory):
     train += [
         tf.train.Example().SerializeToString(),                        # parses as a SequenceExample, has no frames
         video_record("t-zero", frames_jpeg=[], label="run"),
-        video_record("t-corrupt", frames_jpeg=[b"garbage"] * 8, label="run"),
+        video_record("t-corrupt", frames_jpeg=[b"\xff\xd8\xffgarbage"] * 8, label="run"),
         video_record("t-unknown", label="swim"),
     ]
     evals = [video_record("e0", label="walk", seed=20), video_record("e-nolabel", label=None)]

@@ -11,7 +11,8 @@ import tensorflow as tf
 from clip_test_data import video_record
 from components.clipgen import REJECT_REASONS, ClipGen, ClipGenConfig, Rejected, extract_clips
 from components.clipgen import extract, transforms
-from components.clipgen.executor import check_accounting, config_from_exec_properties, enforce_max_rejected_fraction
+from components.clipgen.executor import check_accounting, config_from_exec_properties
+from components.rejections import enforce_max_rejected_fraction
 from components.video_format import ClipKeys, LabelMap, VideoKeys, encode_jpeg, make_video_example
 
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -40,9 +41,12 @@ def parse_clip(serialized: bytes) -> dict:
 
 def numbered_video(video_id: str, num_frames: int, label: str = "a", height: int = 24, width: int = 32,
                    bad_frames: tuple[int, ...] = ()) -> bytes:
-    """Frame t (t < 26) is flat grey 10 * t, so a clip's pixels say which frames it took (JPEG keeps flat colour within 1)."""
-    jpegs = [b"not a jpeg" if t in bad_frames else encode_jpeg(np.full((height, width, 3), 10 * t, np.uint8))
-             for t in range(num_frames)]
+    """Frame t (t < 26) is flat grey 10 * t, so a clip's pixels say which frames it took (JPEG keeps flat colour within 1).
+
+    A bad frame keeps a valid JPEG header (it passes the header checks) but ends right after its frame size."""
+    jpegs = [encode_jpeg(np.full((height, width, 3), 10 * t, np.uint8)) for t in range(num_frames)]
+    for t in bad_frames:
+        jpegs[t] = jpegs[t][:jpegs[t].index(b"\xff\xc0") + 19]
     return video_record(video_id, label=label, frames_jpeg=jpegs, height=height, width=width)
 
 
@@ -130,8 +134,38 @@ BAD_VIDEOS = {
     "zero_frames": video_record("zero", frames_jpeg=[]),
     "missing_label": video_record("nolabel", label=None),
     "unknown_label": video_record("unknown", label="zebra"),
-    "undecodable_frame": video_record("corrupt", frames_jpeg=[b"\x00garbage"] * 6),
+    "undecodable_frame": video_record("corrupt", frames_jpeg=[b"\xff\xd8\xff garbage after a JPEG start"] * 6),
+    "unsupported_frame_format": video_record("gif", frames_jpeg=[b"GIF89a not a video frame"] * 6),
 }
+
+
+def _with_size(jpeg: bytes, height: int, width: int) -> bytes:
+    """The JPEG with the size in its frame header (SOF0) rewritten: what a huge frame's header looks like."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9:]
+
+
+BAD_VIDEOS["frame_too_large"] = video_record(
+    "huge", frames_jpeg=[_with_size(encode_jpeg(np.zeros((8, 8, 3), np.uint8)), 60000, 60000)] * 6)
+
+
+def test_frame_size_limit_is_read_from_headers_and_configurable():
+    record = numbered_video("big", 8, height=40, width=40)     # 1,600 pixels a frame
+    assert len(run_extract(record, "eval", make_config(max_frame_pixels=1600)).clips) == 3
+    with pytest.raises(Rejected) as info:
+        run_extract(record, "eval", make_config(max_frame_pixels=1599))
+    assert info.value.reason == "frame_too_large" and "40x40 jpeg" in info.value.detail
+    # A 60000x60000 header is refused without decoding (decoding would need ~10 GB).
+    with pytest.raises(Rejected, match="3600000000 pixels"):
+        run_extract(BAD_VIDEOS["frame_too_large"], "eval", make_config())
+
+
+def test_unused_frame_of_another_format_still_rejects_the_video():
+    """Format and size are checked on every frame, so whether a video is accepted does not depend on sampling."""
+    record = video_record("mixed", frames_jpeg=[encode_jpeg(np.zeros((8, 8, 3), np.uint8))] * 19 + [b"BM bitmap"])
+    with pytest.raises(Rejected) as info:
+        run_extract(record, "eval", make_config(clips_per_video_eval=1))
+    assert info.value.reason == "unsupported_frame_format" and info.value.detail.startswith("frame 19 ")
 
 
 @pytest.mark.parametrize("reason", sorted(BAD_VIDEOS))
@@ -185,14 +219,15 @@ def test_clip_split_writes_clips_dead_letters_and_stats_with_matching_counters(t
     assert {d["video_id"] for d in dead} >= {"zero", "nolabel", "unknown", "corrupt"}
 
     stats = json.loads(open(tmp_path / "stats.json").read())
-    expected = {"videos_in": 9, "videos_ok": 4, "rejected": 5, "clips_out": 8,
+    bad = len(BAD_VIDEOS)
+    expected = {"videos_in": 4 + bad, "videos_ok": 4, "rejected": bad, "clips_out": 8,
                 "rejected_by_reason": {reason: 1 for reason in BAD_VIDEOS}}
     assert {k: stats[k] for k in expected} == expected
     check_accounting("train", stats, clips_per_video=2)
 
     counters = transforms.beam_counters(result)["train"]
     assert {k: counters[k] for k in ("videos_in", "videos_ok", "clips_out", "rejected")} == {
-        "videos_in": 9, "videos_ok": 4, "clips_out": 8, "rejected": 5}
+        "videos_in": 4 + bad, "videos_ok": 4, "clips_out": 8, "rejected": bad}
     assert all(counters[f"rejected.{reason}"] == 1 for reason in BAD_VIDEOS)
     assert counters["frames_decoded"] == stats["frames_decoded"] > 0
 
@@ -219,11 +254,11 @@ def test_accounting_check_catches_each_mismatch(stats, match):
 def test_max_rejected_fraction_fails_the_run_only_above_the_limit():
     stats = {"train": {"videos_in": 10, "rejected": 2, "rejected_by_reason": {"zero_frames": 2}},
              "eval": {"videos_in": 0, "rejected": 0, "rejected_by_reason": {}}}
-    enforce_max_rejected_fraction(stats, 0.2, "/dead")            # exactly at the limit: fine
-    with pytest.raises(RuntimeError, match=r"train.*2 of 10.*zero_frames.*/dead"):
-        enforce_max_rejected_fraction(stats, 0.19, "/dead")
+    enforce_max_rejected_fraction("ClipGen", stats, "videos", 0.2, "/dead")            # exactly at the limit: fine
+    with pytest.raises(RuntimeError, match=r"(?s)train.*2 of 10.*zero_frames.*/dead"):
+        enforce_max_rejected_fraction("ClipGen", stats, "videos", 0.19, "/dead")
     with pytest.raises(ValueError, match="max_rejected_fraction"):
-        enforce_max_rejected_fraction(stats, 1.5, "/dead")
+        enforce_max_rejected_fraction("ClipGen", stats, "videos", 1.5, "/dead")
 
 
 # ---- configuration and the component ---------------------------------------------------------------------

@@ -163,6 +163,10 @@ def test_csv_input_with_segments_header_and_dead_letters(class_tree, tmp_path):
     ("a.mp4,x,abc\n", "start_s must be a number"),
     ("a.mp4,x,5,2\n", "end_s must be > start_s"),
     ("a.mp4,x\na.mp4,y\n", "not unique"),
+    ("a.mp4,x\nb.mp4,../../x\n", r"list.csv:2: label '../../x' must be a single name"),
+    ("a.mp4,..\n", r"list.csv:1: label '..' must be a single name"),
+    ("a.mp4,/etc\n", r"list.csv:1: label '/etc' must be a single name"),
+    ("a.mp4,a\\b\n", r"list.csv:1: label 'a\\\\b' must be a single name"),
 ])
 def test_malformed_csv_is_rejected_before_any_work(tmp_path, rows, message):
     csv_path = tmp_path / "list.csv"
@@ -170,6 +174,34 @@ def test_malformed_csv_is_rejected_before_any_work(tmp_path, rows, message):
     with pytest.raises(ValueError, match=message):
         run_convert(str(csv_path), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def _files_under(root):
+    return {os.path.join(d, f) for d, _, files in os.walk(root) for f in files}
+
+
+def test_csv_paths_may_read_anywhere_but_ids_never_climb_and_writes_stay_under_out(class_tree, tmp_path):
+    """'../' and absolute paths in a CSV are read (videos may live anywhere); the ids made from them hold no '..'
+    and no leading '/', and every file the run writes is inside --out."""
+    lists, elsewhere = tmp_path / "lists", tmp_path / "elsewhere"
+    lists.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(class_tree / "outdoor" / "bikes.mp4", elsewhere / "bikes.mp4")
+    csv_path = lists / "videos.csv"
+    csv_path.write_text("../elsewhere/bikes.mp4,ride\n"
+                        f"{class_tree / 'phone' / 'carphone_pristine.mp4'},talk\n"
+                        "./sub/../../elsewhere/gone.mp4,ride\n")
+    before = _files_under(tmp_path) | _files_under(class_tree)
+    out_dir = tmp_path / "nested" / "out"
+    summary = run_convert(str(csv_path), str(out_dir), max_frames=2)
+    ids = sorted(_read_records(summary.record_files))
+    assert ids == sorted([str(elsewhere / "bikes").lstrip("/"),
+                          str(class_tree / "phone" / "carphone_pristine").lstrip("/")])
+    (letter,) = _dead_letters(summary.dead_letter_files)
+    assert letter["video_id"] == str(elsewhere / "gone").lstrip("/") and letter["path"] == str(elsewhere / "gone.mp4")
+    assert all(".." not in i.split("/") and not i.startswith("/") for i in ids + [letter["video_id"]])
+    new = (_files_under(tmp_path) | _files_under(class_tree)) - before
+    assert new and all(path.startswith(str(out_dir) + os.sep) for path in new), sorted(new)
 
 
 def test_folder_listing_ids_are_relative_paths_without_extension(class_tree):

@@ -2,6 +2,7 @@
 LocalDagRunner on a tiny demo dataset, plus StatisticsGen/SchemaGen on the result."""
 import collections
 import glob
+import gzip
 import json
 import os
 
@@ -36,6 +37,9 @@ def _write_same_id_pairs(folder):
                 jpeg = video_format.encode_jpeg(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8))
                 writer.write(video_format.make_video_example(f"vid/{i:03d}", [jpeg], "x", 0, 8, 8, 25.0)
                              .SerializeToString())
+        no_id = video_format.make_video_example("x", [jpeg], "x", 0, 8, 8, 25.0)
+        del no_id.context.feature["example/id"]
+        writer.write(no_id.SerializeToString())   # cannot be split by id: a dead letter, not a failed run
 
 
 def _read_split(examples_uri, split):
@@ -62,10 +66,10 @@ def ran(tmp_path_factory):
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db)))
     store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(db))
     artifacts = {}
-    for type_name in ("Examples", "ExampleStatistics", "Schema"):
+    for type_name in ("Examples", "ExampleStatistics", "Schema", "bresnet.IngestDeadLetter"):
         for artifact in store.get_artifacts_by_type(type_name):
             component = os.path.relpath(artifact.uri, str(root / "pipeline")).split(os.sep)[0]
-            artifacts[component] = artifact
+            artifacts[component if type_name != "bresnet.IngestDeadLetter" else component + "/dead"] = artifact
     return demo, artifacts
 
 
@@ -100,6 +104,58 @@ def test_split_by_id_keeps_records_of_one_video_together(ran):
     assert all(n == 2 for c in splits.values() for n in c.values())          # no pair is split up
     assert not set(splits["train"]) & set(splits["eval"])
     assert len(splits["eval"]) >= 8 and len(splits["train"]) >= 8           # 50/50 buckets on 40 ids
+    dead = [json.loads(line) for path in glob.glob(os.path.join(artifacts["PairsGen/dead"].uri, "Split-all", "*"))
+            for line in open(path)]
+    assert [(d["reason"], d["record_index"], d["split"]) for d in dead] == [("missing_id", 2 * NUM_PAIRS, "all")]
+
+
+def test_split_by_id_assigns_splits_exactly_as_tfx_example_gen():
+    """Same buckets as ImportExampleGen's partition_feature_name split, so earlier runs' splits do not move."""
+    from tfx.components.example_gen.base_example_gen_executor import _PartitionFn
+    from components.ingest import _ReadFileFn
+    config = split_by_id_output_config(eval_percent=25)
+    fn = _ReadFileFn("all", 0, "example/id", [(s.name, s.hash_buckets) for s in config.split_config.splits], 1024)
+    fn.setup()
+    for i in range(200):
+        seq = video_format.make_video_example(f"video/{i}", [b"x"], "a", 0, 1, 1, 1.0)
+        tfx_split = _PartitionFn(seq, 2, [75, 100], config.split_config)
+        assert fn.output_split(seq.context.feature["example/id"]) == ["train", "eval"][tfx_split]
+
+
+def test_scan_tfrecords_reads_what_tensorflow_writes_and_reports_each_corruption(tmp_path):
+    import io
+    from components.ingest import scan_tfrecord_file, scan_tfrecords
+    records = [bytes([i]) * (10 + i) for i in range(4)]
+    path = str(tmp_path / "r.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for r in records:
+            writer.write(r)
+    data = open(path, "rb").read()
+    assert [s.data for s in scan_tfrecord_file(path)] == records       # TF's own framing and checksums
+    offsets = [sum(16 + len(r) for r in records[:i]) for i in range(4)]
+
+    def scan(raw, **kw):
+        return [(s.index, s.data is not None, s.reason) for s in scan_tfrecords(io.BytesIO(raw), **kw)]
+
+    bad = bytearray(data)
+    bad[offsets[1] + 12] ^= 1                                            # a data byte of record 1
+    assert scan(bytes(bad)) == [(0, True, None), (1, False, "corrupt_record"), (2, True, None), (3, True, None)]
+    bad = bytearray(data)
+    bad[offsets[2]] ^= 1                                                 # record 2's length
+    assert scan(bytes(bad)) == [(0, True, None), (1, True, None), (2, False, "corrupt_framing")]
+    assert scan(data[:offsets[3] + 5]) == [(0, True, None), (1, True, None), (2, True, None),
+                                            (3, False, "truncated_file")]
+    assert scan(data[:offsets[3] + 20]) == [(0, True, None), (1, True, None), (2, True, None),
+                                             (3, False, "truncated_file")]
+    assert scan(data, max_record_bytes=10) == [(0, True, None), (1, False, "record_too_large"),
+                                               (2, False, "record_too_large"), (3, False, "record_too_large")]
+    gz = str(tmp_path / "r.tfrecord.gz")
+    with gzip.open(gz, "wb") as f:
+        f.write(data)
+    assert [s.data for s in scan_tfrecord_file(gz)] == records
+    open(gz, "wb").write(b"\x1f\x8b not really gzip")
+    (item,) = list(scan_tfrecord_file(gz))
+    assert item.reason == "unreadable_file" and "from record 0 (byte 0) on" in item.detail
 
 
 def test_statistics_and_schema_work_on_sequence_examples(ran):
