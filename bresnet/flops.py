@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from bresnet._keras import keras
+from bresnet.layers import reference_ops
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +31,18 @@ def _clip_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
 def count_flops(model: keras.Model, input_shape: Sequence[int]) -> int:
     """FLOPs (multiply and add counted separately) of an inference forward pass over ONE clip.
 
-    ``input_shape`` is (T, H, W, C). The model is traced at batch size 1 into a concrete function and the TF
-    profiler sums the ``flops`` statistics of its graph's ops (convolutions, matmuls, element-wise ops;
-    ops without a registered statistic, e.g. fused batch norm, count 0).
+    ``input_shape`` is (T, H, W, C). The model is traced at batch size 1 (under
+    :func:`bresnet.layers.reference_ops`) into a concrete function and the TF profiler sums the ``flops``
+    statistics of its graph's ops (convolutions, matmuls, element-wise ops; ops without a registered
+    statistic, e.g. fused batch norm, count 0).
     """
     input_shape = _clip_shape(input_shape)
     spec = tf.TensorSpec((1, *input_shape), tf.float32)
-    # autograph=False: the forward pass has no tensor-dependent Python control flow to convert.
-    concrete = tf.function(lambda clips: model(clips, training=False), autograph=False).get_concrete_function(spec)
+    # autograph=False: the forward pass has no tensor-dependent Python control flow to convert. Traced with
+    # the reference ops: the count is the architecture's cost, not that of the fast path's fused/merged ops.
+    with reference_ops():
+        concrete = tf.function(lambda clips: model(clips, training=False),
+                               autograph=False).get_concrete_function(spec)
     options = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
                .with_empty_output().build())
     stats = tf.compat.v1.profiler.profile(graph=concrete.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",

@@ -6,8 +6,10 @@ Every public class here validates its arguments in ``__init__``, round-trips thr
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from bresnet._keras import keras
@@ -22,6 +24,47 @@ PACKAGE = "bresnet"
 NORMALIZATIONS = (None, "batch_norm", "layer_norm")
 ACTIVATIONS = (None, "relu", "leaky_relu", "hard_swish", "mish")
 PADDINGS = ("same", "valid")
+
+
+# Set by :func:`reference_ops`: Conv2Plus1D then computes with its Conv3D sub-layers as they are.
+_REFERENCE_OPS = {"on": False}
+
+
+@contextlib.contextmanager
+def reference_ops():
+    """Within this context, models traced compute the (2+1)D convolutions with their Conv3D sub-layers.
+
+    The default path computes the same function with 2D kernels (and, for inference, folded batch norm and
+    merged 1x1x1 pairs: fewer, differently counted ops); FLOP counts (``bresnet.flops``) trace the reference
+    so that they state the architecture's cost, and tests compare both paths.
+    """
+    previous = _REFERENCE_OPS["on"]
+    _REFERENCE_OPS["on"] = True
+    try:
+        yield
+    finally:
+        _REFERENCE_OPS["on"] = previous
+
+
+def _dims(x: tf.Tensor) -> list:
+    """The shape of ``x``: static sizes where known (so outputs keep them), dynamic ones elsewhere."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape.as_list())]
+
+
+def _inference(norm: keras.layers.Layer, training) -> bool:
+    """True when Keras' batch norm would use its moving statistics for this ``training`` value.
+
+    Mirrors BatchNormalization: None means the learning phase, a frozen layer always infers. A symbolic
+    ``training`` tensor answers False here, so the layer itself decides at run time.
+    """
+    if not norm.trainable:
+        return True
+    if training is None:
+        training = keras.backend.learning_phase()
+    if isinstance(training, (bool, int, np.bool_)):
+        return not bool(training)
+    return False
 
 
 class StoredConfigMixin:
@@ -193,12 +236,86 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
 
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs, training=None):
-        x = self.temporal(self.spatial(inputs))
+        if self.normalization == "batch_norm" and not _REFERENCE_OPS["on"] and _inference(self.norm, training):
+            return self._folded(inputs)
+        if self.compute_dtype == "bfloat16" and not _REFERENCE_OPS["on"]:
+            x = self._convolve_2d(inputs)
+        else:
+            x = self.temporal(self.spatial(inputs))
         if self.norm is not None:
             x = self.norm(x, training=training)
         if self.act is not None:
             x = self.act(x)
         return x
+
+    # The sub-layers' variables computed with oneDNN 2D kernels (bench/README.md): the spatial (1,kh,kw)
+    # convolution runs on [B*T, H, W, C] and the temporal (kt,1,1) one on [B, T, H*W, M]. Used for bfloat16
+    # training, where it is the only correct way: oneDNN's bfloat16 Conv3DBackpropFilter returned NaN gradients
+    # in about a third of the steps on an AVX512-BF16 CPU, its 2D kernels never did. Float32 training keeps
+    # Conv3D: 2D kernels measured 0.7-1.1x its speed there.
+
+    def _convolve_2d(self, inputs):
+        dtype = inputs.dtype
+        b, t, h, w, c = _dims(inputs)
+        st, sh, sw = self.strides
+        padding = self.padding.upper()
+        y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), tf.cast(self.spatial.kernel, dtype)[0],
+                         [1, sh, sw, 1], padding)
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.spatial.bias, dtype))
+        _, h2, w2, m = _dims(y)
+        y = tf.nn.conv2d(tf.reshape(y, [b, t, h2 * w2, m]), tf.cast(self.temporal.kernel, dtype)[:, 0],
+                         [1, st, 1, 1], padding)
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.temporal.bias, dtype))
+        return tf.reshape(y, [b, _dims(y)[1], h2, w2, self.filters])
+
+    def _folded(self, inputs):
+        """Inference with batch norm: the moving statistics folded into the temporal kernel and a bias, so that
+        oneDNN runs convolution + bias + activation as one fused op; a 1x1x1 pair (nothing between its two
+        convolutions) is one Cin x Cout matrix W1 @ W2: fewer FLOPs, one pass over memory."""
+        dtype = inputs.dtype
+        b, t, h, w, c = _dims(inputs)
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.strides
+        padding = self.padding.upper()
+        spatial = tf.cast(self.spatial.kernel, dtype)[0]           # (kh, kw, C, M)
+        temporal = tf.cast(self.temporal.kernel, dtype)[:, 0]      # (kt, 1, M, F)
+        if self.kernel_size == (1, 1, 1) and self.strides == (1, 1, 1):
+            kernel = tf.matmul(spatial[0, 0], temporal[0, 0])[None, None]     # (1, 1, C, F)
+            bias = None
+            if self.use_bias:
+                bias = (tf.matmul(tf.cast(self.spatial.bias, dtype)[None], temporal[0, 0])[0]
+                        + tf.cast(self.temporal.bias, dtype))
+            kernel, bias = self._fold(kernel, bias, dtype)
+            y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), kernel, 1, "VALID")
+            t2, h2, w2 = t, h, w
+        else:
+            y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), spatial, [1, sh, sw, 1], padding)
+            if self.use_bias:
+                y = tf.nn.bias_add(y, tf.cast(self.spatial.bias, dtype))
+            _, h2, w2, m = _dims(y)
+            bias = tf.cast(self.temporal.bias, dtype) if self.use_bias else None
+            kernel, bias = self._fold(temporal, bias, dtype)
+            if kt == 1 and st == 1:
+                y = tf.nn.conv2d(y, kernel, 1, "VALID")
+                t2 = t
+            else:
+                y = tf.nn.conv2d(tf.reshape(y, [b, t, h2 * w2, m]), kernel, [1, st, 1, 1], padding)
+                t2 = _dims(y)[1]
+        y = tf.nn.bias_add(y, bias)
+        if self.act is not None:   # on the 4D tensor, next to the convolution: oneDNN fuses the two
+            y = self.act(y)
+        return tf.reshape(y, [b, t2, h2, w2, self.filters])
+
+    def _fold(self, kernel, bias, dtype):
+        """Batch norm folded into the convolution: kernel * s and (bias - mean) * s + beta, s = gamma/std."""
+        norm = self.norm
+        scale = norm.gamma * tf.math.rsqrt(norm.moving_variance + norm.epsilon)     # float32 statistics
+        shift = norm.beta - norm.moving_mean * scale
+        if bias is not None:
+            shift = shift + tf.cast(bias, scale.dtype) * scale
+        return kernel * tf.cast(scale, dtype), tf.cast(shift, dtype)
 
     def compute_output_shape(self, input_shape):
         b, t, h, w, _ = tf.TensorShape(input_shape).as_list()

@@ -13,6 +13,7 @@ import math
 from typing import Any, Sequence
 
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("auto", "float32", "bfloat16")
 DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
 
 
@@ -59,6 +60,12 @@ class TrainingConfig:
     seed: int = 0
     collective_timeout_s: float = 300.0
     max_restarts: int = 0
+    # Speed levers, measured by `make bench` (bench/README.md); the defaults are what won on CPU.
+    jit_compile: bool = False           # XLA for the train step: about 2x slower than oneDNN's kernels on CPU
+    # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32), 1.6-2.3x faster training
+    # on a CPU with AVX512-BF16 but 2 points less demo accuracy (bench/README.md), hence not the default;
+    # "auto": bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU, else float32.
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         # Accept lists (JSON) but store tuples so the config stays hashable and immutable.
@@ -92,10 +99,13 @@ class TrainingConfig:
         _require_float("weight_decay", self.weight_decay, 0.0)
         _require_float("dropout", self.dropout, 0.0, maximum=1.0)
         _require_float("collective_timeout_s", self.collective_timeout_s, 0.0, inclusive=False)
-        if not isinstance(self.warmup_cosine, bool):
-            raise TypeError(f"warmup_cosine must be a bool, got {self.warmup_cosine!r}")
+        for name in ("warmup_cosine", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.warmup_cosine and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be <= epochs ({self.epochs}), got {self.warmup_epochs!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 

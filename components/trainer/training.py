@@ -87,8 +87,36 @@ def load_model_builder(path: str = DEFAULT_MODEL_BUILDER) -> Callable:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def cpu_has_bfloat16() -> bool:
+    """AVX512-BF16 or AMX on this (Linux) CPU: bfloat16 convolutions then run at about twice the float32 rate."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_precision(config: TrainingConfig) -> str:
+    """``config.precision`` with "auto" resolved for this machine (GPUs: float32, bfloat16 is unmeasured there)."""
+    if config.precision != "auto":
+        return config.precision
+    if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU"):
+        return "bfloat16"
+    return "float32"
+
+
 def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER) -> keras.Model:
-    return load_model_builder(builder)(len(config.labels), config.clip_shape, dropout=config.dropout)
+    """The model; in bfloat16 precision its layers compute in bfloat16 (weights stay float32)."""
+    build = load_model_builder(builder)
+    if compute_precision(config) == "float32":
+        return build(len(config.labels), config.clip_shape, dropout=config.dropout)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return build(len(config.labels), config.clip_shape, dropout=config.dropout)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def make_learning_rate(config: TrainingConfig):
@@ -114,6 +142,7 @@ def compile_model(model: keras.Model, config: TrainingConfig) -> None:
         optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit_compile,
     )
 
 

@@ -37,6 +37,8 @@ def test_config_round_trips_through_json_and_computes_global_batch():
     ({"max_restarts": -1}, ValueError, "max_restarts"),
     ({"collective_timeout_s": float("inf")}, ValueError, "collective_timeout_s"),
     ({"warmup_epochs": 11.0, "epochs": 10}, ValueError, "warmup_epochs"),
+    ({"precision": "float16"}, ValueError, "precision"),
+    ({"jit_compile": "yes"}, TypeError, "jit_compile"),
 ])
 def test_config_rejects_bad_values_naming_the_argument(overrides, error, needle):
     kwargs = dict(labels=LABELS, clip_shape=SHAPE)
@@ -104,3 +106,17 @@ def test_fault_injection_spec_is_validated():
         parse_fault('{"worker": 0, "epoch": 0, "action": "explode"}')
     with pytest.raises(ValueError, match="exit_code"):
         parse_fault('{"worker": 0, "epoch": 0, "exit_code": 0}')
+
+
+def test_bfloat16_precision_builds_a_mixed_model_with_float32_weights_and_outputs():
+    from components.trainer.training import build_model, compute_precision
+    config = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3), precision="bfloat16")
+    assert compute_precision(config) == "bfloat16"
+    model = build_model(config)
+    assert {w.dtype.name for w in model.weights} == {"float32"}       # weights stay float32
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    import numpy as np
+    logits = model(np.zeros((1, 4, 16, 16, 3), np.float32), training=False)
+    assert logits.dtype.name == "float32" and logits.shape == (1, len(LABELS))   # logits/loss stay float32
+    plain = build_model(TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3)))
+    assert all(layer.compute_dtype == "float32" for layer in plain.layers)

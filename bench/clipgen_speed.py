@@ -1,0 +1,207 @@
+"""ClipGen against the JPEG decode limit, and ClipGen's peak memory on 1x and 4x the demo dataset.
+
+* rate: ClipGen's Beam branch (both splits, as the executor builds it) in decoded frames/s, against
+  tf.io.decode_jpeg on every frame of the same dataset (tf.data, parallel map over all cores), interleaved.
+  Two Beam modes are measured: in_memory with one worker, and multi_processing with one worker per core
+  (the demo's setting).
+* memory: the same Beam job in a child process (``python -m bench.clipgen_speed --rss-job``) on the dataset
+  and on 4 copies of it; peak of the summed RSS of the job process and its Beam worker processes (sampled).
+  Streaming ClipGen must stay flat.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+from bresnet._keras import keras  # noqa: F401  (Keras mode first)
+import tensorflow as tf
+
+from bench.timing import interleaved
+
+# The runner is named: left out, this Beam version tries to download its Prism runner first.
+BEAM_MODES = {
+    "in_memory_1": ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"],
+    "multi_processing": ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                         f"--direct_num_workers={os.cpu_count() or 1}"],
+}
+
+
+def demo_dataset(work: str, videos_per_class: int) -> str:
+    """The demo dataset (pipeline.demo_data, seeded) in ``work``, generated once."""
+    from pipeline.demo_data import generate_demo_data
+    data_dir = os.path.join(work, f"demo_data_{videos_per_class}")
+    if not os.path.exists(os.path.join(data_dir, "label_map.txt")):
+        generate_demo_data(data_dir, videos_per_class=videos_per_class)
+    return data_dir
+
+
+def replicated(data_dir: str, factor: int, work: str) -> str:
+    """``data_dir`` with every record file present ``factor`` times (hard links when possible)."""
+    out = os.path.join(work, f"{os.path.basename(data_dir)}_x{factor}")
+    if os.path.exists(os.path.join(out, "label_map.txt")):
+        return out
+    for split in ("train", "eval"):
+        os.makedirs(os.path.join(out, split), exist_ok=True)
+        for path in sorted(glob.glob(os.path.join(data_dir, split, "*"))):
+            for k in range(factor):
+                target = os.path.join(out, split, f"copy{k}-{os.path.basename(path)}")
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copyfile(path, target)
+    shutil.copyfile(os.path.join(data_dir, "label_map.txt"), os.path.join(out, "label_map.txt"))
+    return out
+
+
+def clip_config(data_dir: str):
+    """ClipGen's settings of the demo run (pipeline.config.ClipConfig defaults)."""
+    from components.clipgen import ClipGenConfig
+    from components.video_format import LabelMap
+    from pipeline.config import ClipConfig
+    clips = ClipConfig()
+    return ClipGenConfig(num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height,
+                         width=clips.width, clips_per_video_train=clips.clips_per_video_train,
+                         clips_per_video_eval=clips.clips_per_video_eval, seed=clips.seed,
+                         labels=tuple(LabelMap.load(data_dir).labels))
+
+
+def run_clipgen(data_dir: str, out: str, beam_args: list[str]) -> dict:
+    """ClipGen's Beam branch for both splits; seconds (start-up included), clips and decoded frames."""
+    import apache_beam as beam
+
+    from components.clipgen import transforms
+    config = clip_config(data_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    pipeline = beam.Pipeline(argv=list(beam_args))
+    for split in ("train", "eval"):
+        transforms.clip_split(pipeline, split, [os.path.join(data_dir, split, "*")], config,
+                              f"{out}/clips/{split}", f"{out}/dead/{split}", f"{out}/stats-{split}.json")
+    start = time.perf_counter()
+    pipeline.run().wait_until_finish()
+    seconds = time.perf_counter() - start
+    stats = [json.load(open(f"{out}/stats-{split}.json")) for split in ("train", "eval")]
+    return {"seconds": seconds, "clips": sum(s["clips_out"] for s in stats),
+            "frames_decoded": sum(s["frames_decoded"] for s in stats),
+            "videos": sum(s["videos_in"] for s in stats), "rejected": sum(s["rejected"] for s in stats)}
+
+
+def jpeg_frames(data_dir: str) -> list[bytes]:
+    from components.video_format import parse_video
+    files = sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord*")))
+    return [f for r in tf.data.TFRecordDataset(files) for f in parse_video(r.numpy()).jpeg_frames]
+
+
+def decode_fn(jpegs: list[bytes]):
+    """Decodes every frame once with tf.io.decode_jpeg, parallel over all cores."""
+    dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(jpegs))
+               .map(lambda s: tf.reduce_sum(tf.shape(tf.io.decode_jpeg(s, channels=3))),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .batch(256))
+
+    def run():
+        return sum(int(tf.size(b)) for b in dataset)
+    return run
+
+
+def bench_rate(data_dir: str, work: str, repeats: int, modes=tuple(BEAM_MODES)) -> dict:
+    jpegs = jpeg_frames(data_dir)
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+
+    def beam_run(mode):
+        def run():
+            runs[mode].append(run_clipgen(data_dir, os.path.join(work, f"clipgen_{mode}"), BEAM_MODES[mode]))
+        return run
+
+    fns = {"decode": decode_fn(jpegs), **{f"clipgen/{m}": beam_run(m) for m in modes}}
+    seconds = interleaved(fns, repeats, warmup=0)
+    decode_fps = len(jpegs) / seconds["decode"]
+    result = {"dataset_frames": len(jpegs), "decode_frames_s": decode_fps}
+    for mode in modes:
+        last = runs[mode][-1]
+        fps = last["frames_decoded"] / seconds[f"clipgen/{mode}"]
+        result[mode] = {"clips": last["clips"], "frames_decoded": last["frames_decoded"],
+                        "seconds": seconds[f"clipgen/{mode}"], "frames_s": fps,
+                        "clips_s": last["clips"] / seconds[f"clipgen/{mode}"], "of_decode_limit": fps / decode_fps}
+    best = max(modes, key=lambda m: result[m]["frames_s"])
+    result["best_mode"] = best
+    result["of_decode_limit"] = result[best]["of_decode_limit"]
+    return result
+
+
+def peak_rss(data_dir: str, out: str, beam_args: list[str]) -> dict:
+    """Runs the ClipGen job in a child process; its peak RSS and that of its own children (Beam workers)."""
+    cmd = [sys.executable, "-m", "bench.clipgen_speed", "--rss-job", data_dir, out, "--", *beam_args]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ClipGen memory job failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(data_dir: str, work: str, factor: int = 4, mode: str = "multi_processing") -> dict:
+    beam_args = BEAM_MODES[mode]
+    small = peak_rss(data_dir, os.path.join(work, "rss_x1"), beam_args)
+    large = peak_rss(replicated(data_dir, factor, work), os.path.join(work, f"rss_x{factor}"), beam_args)
+    return {"factor": factor, "beam_mode": mode, "x1": small, f"x{factor}": large,
+            "rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+            "videos_ratio": large["videos"] / max(small["videos"], 1)}
+
+
+def _rss_job(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rss-job", nargs=2, metavar=("DATA_DIR", "OUT"), required=True)
+    parser.add_argument("beam_args", nargs="*")
+    args = parser.parse_args(argv)
+    data_dir, out = args.rss_job
+    sampler = TreeRssSampler()
+    sampler.start()
+    result = run_clipgen(data_dir, out, args.beam_args)
+    sampler.stop()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # kB -> MB (Linux)
+    result.update(job_rss_mb=own, peak_rss_mb=max(sampler.peak_mb, own))
+    print(json.dumps(result))
+
+
+class TreeRssSampler:
+    """Peak of the summed RSS of this process and all its descendants (Beam's workers), sampled every 0.1 s."""
+
+    def __init__(self, interval_s: float = 0.1):
+        import threading
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:   # a worker that just exited
+                pass
+        return total / 2 ** 20
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+if __name__ == "__main__":
+    _rss_job(sys.argv[1:])

@@ -1,0 +1,229 @@
+"""Model speed: the project's model against a plain Keras reference of the same architecture, and MFU.
+
+The reference is built here from plain Keras layers (Conv3D (1,k,k) and (t,1,1), BatchNormalization, ReLU,
+pooling, Add, Dense), float32, run as Keras runs any model (a tf.function, no XLA), with every weight copied
+from the project's model. Its outputs must match the project model's (inference and training mode) before any
+time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (float32,
+2D kernels, folded batch norm for inference); variants add one lever each: "bf16" (precision="bfloat16")
+and "xla" (jit_compile=True).
+
+MFU here = achieved model FLOP/s (profiler GFLOPs per clip x clips/s; training counts 3x the forward pass, the
+usual forward + two backward products) / the FLOP/s of a large float32 matmul timed in the same rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from bresnet._keras import keras
+import tensorflow as tf
+
+from bench.timing import interleaved
+from bresnet import BResNet162Plus1DD, Conv2Plus1D
+from bresnet.flops import count_flops
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES = 8
+TRAIN_FLOPS_FACTOR = 3   # forward + gradient w.r.t. inputs + gradient w.r.t. weights
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    clip_shape: tuple[int, int, int, int]
+    infer_batch: int
+    train_batch: int
+    variants: tuple[str, ...] = ("bf16", "xla")    # levers measured besides the project's defaults
+
+    @property
+    def name(self) -> str:
+        t, h, w, _ = self.clip_shape
+        return f"{t}x{h}x{w}"
+
+
+# ---- the plain reference -----------------------------------------------------------------------------------
+
+def build_reference(model: BResNet162Plus1DD, clip_shape) -> keras.Model:
+    """The same architecture as plain functional Keras layers, with ``model``'s weights copied in."""
+    pairs = []   # (reference layer, project layer) whose weights must be equal
+
+    def conv(x, layer: Conv2Plus1D):
+        kt, kh, kw = layer.kernel_size
+        st, sh, sw = layer.strides
+        spatial = keras.layers.Conv3D(layer.middle_filters, (1, kh, kw), strides=(1, sh, sw), padding=layer.padding,
+                                      use_bias=layer.use_bias)
+        temporal = keras.layers.Conv3D(layer.filters, (kt, 1, 1), strides=(st, 1, 1), padding=layer.padding,
+                                       use_bias=layer.use_bias)
+        x = temporal(spatial(x))
+        pairs.extend([(spatial, layer.spatial), (temporal, layer.temporal)])
+        if layer.normalization == "batch_norm":
+            norm = keras.layers.BatchNormalization(axis=-1)
+            x = norm(x)
+            pairs.append((norm, layer.norm))
+        elif layer.normalization is not None:
+            raise ValueError(f"reference supports batch_norm only, {layer.name} has {layer.normalization!r}")
+        if layer.activation == "relu":
+            x = keras.layers.ReLU()(x)
+        elif layer.activation is not None:
+            raise ValueError(f"reference supports relu only, {layer.name} has {layer.activation!r}")
+        return x
+
+    inputs = keras.Input(tuple(clip_shape))
+    x = conv(conv(conv(inputs, model.stem), model.stem1), model.stem2)
+    x = keras.layers.MaxPool3D(pool_size=2, strides=2, padding="same")(x)
+    for block in model.blocks:
+        residual = conv(conv(conv(x, block.reduce), block.conv), block.expand)
+        shortcut = x
+        if block.pool is not None:
+            shortcut = keras.layers.AveragePooling3D(block.strides, strides=block.strides, padding="same")(shortcut)
+        if block.projection is not None:
+            shortcut = conv(shortcut, block.projection)
+        x = keras.layers.ReLU()(keras.layers.Add()([residual, shortcut]))
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    if model.head_dropout is not None:
+        x = keras.layers.Dropout(model.head_dropout.rate)(x)
+    head = keras.layers.Dense(model.head.units)
+    outputs = head(x)
+    pairs.append((head, model.head))
+    reference = keras.Model(inputs, outputs, name="plain_reference")
+    for mine, theirs in pairs:
+        mine.set_weights(theirs.get_weights())
+    if reference.count_params() != model.count_params():
+        raise AssertionError(f"reference has {reference.count_params()} parameters, model {model.count_params()}")
+    return reference
+
+
+def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
+    """Moving statistics off their 0/1 start, so that the inference comparison covers batch-norm folding."""
+    rng = np.random.default_rng(seed)
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0.0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+
+
+def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+# ---- variants ----------------------------------------------------------------------------------------------
+
+VARIANTS = {"bf16": dict(precision="bfloat16"), "xla": dict(jit_compile=True)}
+
+
+def training_config(case: ModelCase, **levers):
+    from components.trainer.config import TrainingConfig
+    return TrainingConfig(labels=tuple(f"class{i}" for i in range(NUM_CLASSES)), clip_shape=case.clip_shape,
+                          batch_size_per_worker=case.train_batch, warmup_cosine=False, **levers)
+
+
+def build_variant(case: ModelCase, weights, **levers) -> keras.Model:
+    """The Trainer's model and compile step (components.trainer.training) with the given levers."""
+    from components.trainer import training
+    config = training_config(case, **levers)
+    model = training.build_model(config)
+    model.set_weights(weights)
+    training.compile_model(model, config)
+    return model
+
+
+def compile_like_trainer(model: keras.Model, case: ModelCase) -> None:
+    """The Trainer's optimizer, loss and metrics, without XLA (the reference takes no compilation tricks)."""
+    from components.trainer import training
+    training.compile_model(model, training_config(case, precision="float32"))
+
+
+def matmul_fn(n: int, times: int):
+    """A large float32 matmul, ``times`` chained products per call; returns (fn, flops per call).
+
+    Chained (each product feeds the next): identical independent products would be merged into one by
+    Grappler's common-subexpression elimination, and the FLOP/s overstated ``times``-fold.
+    """
+    a = tf.random.stateless_normal((n, n), seed=(1, 2))
+    b = tf.random.stateless_normal((n, n), seed=(3, 4)) / float(np.sqrt(n))   # keeps the chain's scale at 1
+
+    @tf.function
+    def run():
+        x = a
+        for _ in range(times):
+            x = tf.matmul(x, b)
+        return tf.reduce_sum(x)
+
+    return (lambda: run().numpy()), 2 * n ** 3 * times
+
+
+def bench_case(case: ModelCase, repeats: int, matmul_n: int, seed: int = 0) -> dict:
+    keras.utils.set_random_seed(seed)
+    from components.trainer import training
+    # Weights come from a float32 build (the reference is float32); every variant gets the same ones.
+    source = training.build_model(training_config(case, precision="float32"))
+    randomize_batch_norm(source, seed)
+    weights = source.get_weights()
+    reference = build_reference(source, case.clip_shape)
+    flops_per_clip = count_flops(source, case.clip_shape)
+    fast = build_variant(case, weights)
+    precision = training.compute_precision(training_config(case))
+
+    rng = np.random.default_rng(seed)
+    x_infer = tf.constant(rng.normal(size=(case.infer_batch, *case.clip_shape)).astype("float32"))
+    x_train = tf.constant(rng.normal(size=(case.train_batch, *case.clip_shape)).astype("float32"))
+    y_train = tf.constant(rng.integers(0, NUM_CLASSES, case.train_batch))
+
+    # Same outputs for the same weights before any timing, inference (moving statistics, folded in the project
+    # model) and training mode (batch statistics): float32 to 1e-4. bfloat16 (8-bit mantissa): inference to 5e-2
+    # with the same top-1 class on at least 90% of the clips; its training-mode error is reported, not bounded
+    # (batch statistics of tiny batches amplify rounding), bfloat16 training is checked on the demo task
+    # instead (bench/demo_accuracy.py, bench/README.md).
+    models = {"reference": reference, "fast": fast}
+    for variant in case.variants:
+        models[variant] = build_variant(case, weights, **VARIANTS[variant])
+    expected = reference(x_infer, training=False).numpy()
+    expected_train = reference(x_train, training=True).numpy()
+    checks = {"fast_precision": precision}
+    for name, model in models.items():
+        if name == "reference":
+            continue
+        low = training.compute_precision(training_config(case, **VARIANTS.get(name, {}))) == "bfloat16"
+        out = model(x_infer, training=False).numpy()
+        errors = {"inference_max_rel_error": max_relative_error(out, expected),
+                  "training_max_rel_error": max_relative_error(model(x_train, training=True).numpy(), expected_train)}
+        agreement = float(np.mean(out.argmax(-1) == expected.argmax(-1)))
+        checks.update({f"{name}_{k}": v for k, v in errors.items()})
+        checks[f"{name}_top1_agreement"] = agreement
+        tolerance = 5e-2 if low else 1e-4
+        bounded = errors["inference_max_rel_error"] if low else max(errors.values())
+        if bounded > tolerance or (low and agreement < 0.9):
+            raise AssertionError(f"{case.name}: {name} and the plain reference differ: {errors}, top-1 agreement "
+                                 f"{agreement:.2f} (tolerance {tolerance})")
+    compile_like_trainer(reference, case)
+
+    matmul, matmul_flops = matmul_fn(matmul_n, 4)
+    result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch, "precision": precision,
+              "gflops_per_clip": flops_per_clip / 1e9, "checks": checks}
+
+    # Inference: Keras' predict path is a tf.function of model(x, training=False); XLA variants compile it.
+    infer = {}
+    for name, model in models.items():
+        fn = tf.function(lambda x, m=model: m(x, training=False), jit_compile=bool(model.jit_compile))
+        infer[name] = (lambda f=fn: f(x_infer).numpy())
+    train = {name: (lambda m=model: m.train_on_batch(x_train, y_train)) for name, model in models.items()}
+    seconds = interleaved({**{f"infer/{k}": v for k, v in infer.items()},
+                           **{f"train/{k}": v for k, v in train.items()}, "matmul": matmul}, repeats)
+    matmul_flops_s = matmul_flops / seconds["matmul"]
+    result["matmul_gflops_s"] = matmul_flops_s / 1e9
+    for mode, batch, factor in (("infer", case.infer_batch, 1), ("train", case.train_batch, TRAIN_FLOPS_FACTOR)):
+        for name in models:
+            clips_s = batch / seconds[f"{mode}/{name}"]
+            result[f"{mode}_{name}_clips_s"] = clips_s
+            result[f"{mode}_{name}_mfu"] = clips_s * flops_per_clip * factor / matmul_flops_s
+        for name in models:
+            if name != "reference":
+                result[f"{mode}_{name}_speedup"] = result[f"{mode}_{name}_clips_s"] / result[f"{mode}_reference_clips_s"]
+    logger.info("model %s: %s", case.name, {k: round(v, 3) for k, v in result.items() if isinstance(v, float)})
+    return result
+
+
+def run(cases, repeats: int, matmul_n: int) -> dict:
+    return {case.name: bench_case(case, repeats, matmul_n) for case in cases}

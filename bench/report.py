@@ -1,0 +1,115 @@
+"""results.json and the markdown table of bench/README.md (written between two marker lines)."""
+from __future__ import annotations
+
+import json
+import os
+
+BEGIN = "<!-- bench:begin -->"   # `python -m bench` rewrites what lies between the markers
+END = "<!-- bench:end -->"
+
+TARGETS = {"train_speedup": 1.5, "infer_speedup": 2.0, "infer_mfu": 0.8, "train_mfu": 0.5,
+           "input_over_consumption": 3.0, "clipgen_of_decode_limit": 0.5}
+
+
+def _mark(value: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return "met" if value >= target else "**missed**"
+
+
+def _row(what: str, measured: str, ratio: float, target: float | None = None, fmt: str = "{:.2f}x") -> str:
+    shown_target = "" if target is None else ("≥ " + fmt.format(target))
+    return f"| {what} | {measured} | {fmt.format(ratio)} | {shown_target} | {_mark(ratio, target)} |"
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [f"Run of {meta['started_utc']} UTC, config `{meta['config']}`, {meta['cpus']} CPUs ({meta['cpu']}), "
+             f"TF {meta['tensorflow']}, whole run {meta['seconds']:.0f} s. Every ratio: two timings interleaved "
+             f"in the same run (A/B/A/B, medians).", "",
+             "| what | measured (this run) | ratio | target | |", "|---|---|---|---|---|"]
+    model = results.get("model", {})
+    for clip, r in model.items():
+        for mode, label in (("train", "training"), ("infer", "inference")):
+            batch = r[f"{mode}_batch"]
+            lines.append(_row(f"{label} {clip}, batch {batch}: project model ÷ plain Keras reference",
+                              f"{r[f'{mode}_fast_clips_s']:.2f} vs {r[f'{mode}_reference_clips_s']:.2f} clips/s",
+                              r[f"{mode}_fast_speedup"], TARGETS[f"{mode}_speedup"]))
+        if "train_bf16_speedup" in r:
+            for mode, label in (("train", "training"), ("infer", "inference")):
+                lines.append(_row(f"{label} {clip}, batch {r[f'{mode}_batch']}, opt-in bfloat16 ÷ plain reference",
+                                  f"{r[f'{mode}_bf16_clips_s']:.2f} vs {r[f'{mode}_reference_clips_s']:.2f} clips/s",
+                                  r[f"{mode}_bf16_speedup"], TARGETS[f"{mode}_speedup"]))
+        for mode, label in (("train", "training"), ("infer", "inference")):
+            lines.append(_row(f"MFU {label} {clip} ({r['gflops_per_clip']:.2f} GFLOPs/clip"
+                              f"{', ×3 for training' if mode == 'train' else ''}) ÷ fp32 matmul",
+                              f"{r[f'{mode}_fast_mfu'] * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} "
+                              "GFLOP/s", r[f"{mode}_fast_mfu"], TARGETS[f"{mode}_mfu"], fmt="{:.0%}"))
+    if "clipgen" in results:
+        c = results["clipgen"]
+        best = c[c["best_mode"]]
+        lines.append(_row(f"ClipGen ({c['best_mode']}) ÷ tf.io.decode_jpeg, same frames",
+                          f"{best['frames_s']:.0f} vs {c['decode_frames_s']:.0f} frames/s "
+                          f"({best['clips_s']:.0f} clips/s)", c["of_decode_limit"], TARGETS["clipgen_of_decode_limit"],
+                          fmt="{:.0%}"))
+    if "input" in results:
+        i = results["input"]
+        lines.append(_row(f"training input (tf.data + Transform layer) ÷ trainer consumption, {i['clip']} "
+                          f"batch {i['batch']}", f"{i['input_clips_s']:.0f} vs {i['train_clips_s']:.1f} clips/s",
+                          i["input_over_consumption"], TARGETS["input_over_consumption"]))
+    if "multiworker" in results:
+        m = results["multiworker"]
+        lines.append(_row(f"2-worker MWMS step ÷ 1-worker step, global batch {m['global_batch']}, {m['clip']}",
+                          f"{m['step_s_2_workers'] * 1e3:.0f} vs {m['step_s_1_worker'] * 1e3:.0f} ms", m["overhead_ratio"]))
+    if "memory" in results:
+        r = results["memory"]
+        big = r[f"x{r['factor']}"]
+        lines.append(_row(f"ClipGen peak RSS (job + Beam workers, `{r['beam_mode']}`), {r['factor']}× ÷ 1× the "
+                          f"dataset ({big['videos']} vs "
+                          f"{r['x1']['videos']} videos)", f"{big['peak_rss_mb']:.0f} vs {r['x1']['peak_rss_mb']:.0f} MB",
+                          r["rss_ratio"]))
+    if "demo" in results:
+        d = results["demo"]
+        lines += ["", f"Demo pipeline, seconds per component (read from `{d['source']}`, run finished "
+                      f"{d['finished_utc']} UTC; not re-run by the benchmark):", "",
+                  "| " + " | ".join(d["component_seconds"]) + " | total |",
+                  "|" + "---|" * (len(d["component_seconds"]) + 1),
+                  "| " + " | ".join(f"{s:.1f}" for s in d["component_seconds"].values()) + f" | {d['total_seconds']:.1f} |"]
+    lines += ["", "Levers, measured in the same run (ratio to the plain reference; > 1 is faster):", "",
+              "| lever | clip | training | inference | outputs vs reference |", "|---|---|---|---|---|"]
+    labels = {"fast": "project defaults: {precision}, 2D kernels, folded batch norm for inference",
+              "bf16": "project defaults + `precision=\"bfloat16\"` (mixed precision)",
+              "xla": "project defaults + XLA `jit_compile=True`"}
+    for clip, r in model.items():
+        checks = r["checks"]
+        for variant, label in labels.items():
+            if f"train_{variant}_speedup" in r:
+                lines.append(f"| {label.format(precision=r['precision'])} | {clip} | "
+                             f"{r[f'train_{variant}_speedup']:.2f}x | {r[f'infer_{variant}_speedup']:.2f}x | max rel. "
+                             f"error {checks[f'{variant}_inference_max_rel_error']:.1e} (inference), "
+                             f"{checks[f'{variant}_training_max_rel_error']:.1e} (training); top-1 agreement "
+                             f"{checks[f'{variant}_top1_agreement']:.0%} |")
+    if "clipgen" in results:
+        c = results["clipgen"]
+        for mode in ("in_memory_1", "multi_processing"):
+            if mode in c:
+                lines.append(f"| Beam `{mode}` for ClipGen | demo | | | {c[mode]['of_decode_limit']:.0%} of the "
+                             f"decode limit ({c[mode]['seconds']:.1f} s) |")
+    return "\n".join(lines)
+
+
+def write(results: dict, out_dir: str, readme: str | None) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    table = markdown(results)
+    if readme:
+        text = open(readme).read() if os.path.exists(readme) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+        if BEGIN not in text or END not in text:
+            text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(readme, "w") as f:
+            f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    return table

@@ -1,0 +1,64 @@
+"""The benchmark harness runs end to end on its tiny config (so it cannot rot); no time is asserted."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "demo")
+
+
+def _demo_metadata(path: pathlib.Path) -> str:
+    """A real ML Metadata store holding two component executions of a run (one cached), as TFX records them."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    store = metadata_store.MetadataStore(config)
+    node_type = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+    exec_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name="tfx.Component"))
+    for name, state in (("bresnet-video.ClipGen", metadata_store_pb2.Execution.COMPLETE),
+                        ("bresnet-video.Trainer", metadata_store_pb2.Execution.COMPLETE),
+                        ("bresnet-video.Transform", metadata_store_pb2.Execution.CACHED)):
+        [context_id] = store.put_contexts([metadata_store_pb2.Context(type_id=node_type, name=name)])
+        [execution_id] = store.put_executions([metadata_store_pb2.Execution(type_id=exec_type,
+                                                                            last_known_state=state)])
+        store.put_attributions_and_associations(
+            [], [metadata_store_pb2.Association(context_id=context_id, execution_id=execution_id)])
+    return str(path)
+
+
+def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nintro kept\n\n<!-- bench:begin -->\nSTALE TABLE\n<!-- bench:end -->\n\nafter kept\n")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(tmp_path), "--readme", str(readme),
+         "--work", str(tmp_path / "work"), "--demo-metadata", _demo_metadata(tmp_path / "metadata.sqlite")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(SECTIONS) <= set(results)
+    [model] = results["model"].values()
+    for key in ("train_fast_clips_s", "train_reference_clips_s", "infer_fast_clips_s", "infer_reference_clips_s",
+                "train_fast_mfu", "infer_fast_mfu", "matmul_gflops_s", "gflops_per_clip", "infer_bf16_speedup",
+                "train_xla_speedup"):
+        assert model[key] > 0, key
+    assert model["checks"]["fast_inference_max_rel_error"] < 1e-4
+    assert results["clipgen"]["decode_frames_s"] > 0 and results["clipgen"]["of_decode_limit"] > 0
+    assert results["clipgen"]["in_memory_1"]["frames_decoded"] > 0
+    assert results["memory"]["rss_ratio"] > 0 and results["memory"]["videos_ratio"] == 4
+    assert results["input"]["input_over_consumption"] > 0
+    assert results["multiworker"]["overhead_ratio"] > 0
+    # The cached execution took no time and is left out; the two completed ones are read.
+    assert set(results["demo"]["component_seconds"]) == {"ClipGen", "Trainer"}
+
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nintro kept\n") and text.endswith("\n\nafter kept\n")
+    assert "STALE TABLE" not in text
+    for words in ("training 4x32x32", "inference 4x32x32", "MFU", "ClipGen", "MWMS", "peak RSS", "XLA"):
+        assert words in text, words
