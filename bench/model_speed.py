@@ -3,8 +3,8 @@
 The reference is built here from plain Keras layers (Conv3D (1,k,k) and (t,1,1), BatchNormalization, ReLU,
 pooling, Add, Dense), float32, run as Keras runs any model (a tf.function, no XLA), with every weight copied
 from the project's model. Its outputs must match the project model's (inference and training mode) before any
-time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (float32,
-2D kernels, folded batch norm for inference); variants add one lever each: "bf16" (precision="bfloat16")
+time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (float32;
+inference on 2D kernels with folded batch norm, training on Conv3D); variants add one lever each: "bf16" (precision="bfloat16")
 and "xla" (jit_compile=True).
 
 MFU here = achieved model FLOP/s (profiler GFLOPs per clip x clips/s; training counts 3x the forward pass, the

@@ -77,7 +77,7 @@ def markdown(results: dict) -> str:
                   "| " + " | ".join(f"{s:.1f}" for s in d["component_seconds"].values()) + f" | {d['total_seconds']:.1f} |"]
     lines += ["", "Levers, measured in the same run (ratio to the plain reference; > 1 is faster):", "",
               "| lever | clip | training | inference | outputs vs reference |", "|---|---|---|---|---|"]
-    labels = {"fast": "project defaults: {precision}, 2D kernels, folded batch norm for inference",
+    labels = {"fast": "project defaults: {precision}; inference on 2D kernels with folded batch norm, training on Conv3D",
               "bf16": "project defaults + `precision=\"bfloat16\"` (mixed precision)",
               "xla": "project defaults + XLA `jit_compile=True`"}
     for clip, r in model.items():

@@ -131,6 +131,17 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pipeline.report import build_report
+    print(build_report(args.run, args.out))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pipeline.predict import run
+    return run(args)
+
+
 def cmd_show_config(args) -> int:
     from pipeline.config import dump_yaml
     print(dump_yaml(_load(args)), end="")
@@ -196,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", required=True, help="local folder (demo data or converted videos)")
     p.add_argument("--dst", required=True, help="gs://bucket/prefix")
     p.set_defaults(func=cmd_stage)
+
+    p = commands.add_parser("report", help="HTML report of the newest run in a run folder: curves, confusion matrix, "
+                            "gate, push, throughput, dead letters")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder holding metadata.sqlite, e.g. runs/demo")
+    p.add_argument("--out", help="HTML file (default <pipeline_root>/report/report.html); its PNGs go next to it")
+    p.set_defaults(func=cmd_report)
+
+    p = commands.add_parser("predict", help="video-level top-k predictions of a served model on video files or "
+                            "TFRecords, or the TF Serving request for them")
+    from pipeline.predict import add_arguments as add_predict_arguments  # standard library only: cheap
+    add_predict_arguments(p)
+    p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("show-config", help="print the effective config (after presets, file and overrides)")
     _add_config_args(p)

@@ -277,6 +277,9 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
               callbacks=callbacks, verbose=0)
     logger.info("worker %d: training done in %.1fs", me, time.perf_counter() - started)
 
+    # The chief's end-of-fit work (checkpoint, TensorBoard) can lag a loaded peer by more than the collective
+    # timeout; a file barrier first means the collective read below starts with every worker present.
+    wait_for_peers(os.path.join(job.scratch_dir, "fit_done", f"attempt-{attempt}"), me, cluster.num_workers)
     weights = model.get_weights()
     digest = {"worker": me, "initial": initial, **weights_digest(weights)}
     write_json(weights_path(job.scratch_dir, me), digest)
@@ -289,6 +292,18 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     else:
         wait_for_chief(done_marker)
     return digest
+
+
+def wait_for_peers(barrier_dir: str, me: int, workers: int, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:
+    """Marks this worker as arrived in ``barrier_dir`` and waits until all ``workers`` have (a dead peer is the
+    launcher's to detect: it stops the cluster)."""
+    write_json(os.path.join(barrier_dir, f"worker-{me}"), {"worker": me})
+    deadline = time.monotonic() + timeout_s
+    while len(tf.io.gfile.glob(os.path.join(barrier_dir, "worker-*"))) < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {me}: not every worker finished training within {timeout_s:.0f}s "
+                               f"({barrier_dir})")
+        time.sleep(poll_s)
 
 
 def wait_for_chief(marker: str, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:

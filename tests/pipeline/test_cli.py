@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMANDS = ["demo", "demo-data", "convert", "run-local", "show-config", "compile", "submit", "schedule", "stage"]
+COMMANDS = ["demo", "demo-data", "convert", "run-local", "show-config", "compile", "submit", "schedule", "stage",
+            "report", "predict"]
 
 
 def run_cli(*args, cwd=None):

@@ -14,31 +14,10 @@ import pytest
 import tensorflow as tf
 
 from components.video_format import ClipKeys
-from pipeline.config import load_config
-from pipeline.demo_data import generate_demo_data
-from pipeline.local_runner import run_local
 
 pytestmark = pytest.mark.slow
 
-VIDEOS_PER_CLASS = 50
-# The demo preset, shortened: still 2 workers and the demo's clip size and optimizer. Motion needs ~1,000 steps
-# before it clicks (measured: chance until then, see pipeline/config.py), so this trains 1,500.
-E2E = ["training.epochs=5", "training.steps_per_epoch=300", "training.eval_steps=2",
-       "gate.min_accuracy=0.3", "gate.max_accuracy_drop=0.05",
-       "beam_args=[--direct_running_mode=in_memory, --direct_num_workers=1]"]
-WORSE = ["training.epochs=1", "training.steps_per_epoch=2", "training.warmup_epochs=0.0"]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = str(root / "data")
-    generate_demo_data(data, videos_per_class=VIDEOS_PER_CLASS, seed=7)
-    paths = [f"data_dir={data}", f"pipeline_root={root / 'root'}", f"metadata_path={root / 'metadata.sqlite'}",
-             f"serving_dir={root / 'serving'}"]
-    first = run_local(load_config("demo", paths + E2E))
-    second = run_local(load_config("demo", paths + E2E + WORSE))
-    return root, first, second
+# The `runs` fixture (two real pipeline runs, shared with test_report) lives in conftest.py.
 
 
 def test_first_run_is_blessed_and_pushed_as_a_tf_serving_version(runs):

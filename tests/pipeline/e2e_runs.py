@@ -1,0 +1,29 @@
+"""What the end-to-end runs are made of (used by conftest's `runs` fixture and by test_report)."""
+from components.clipgen.extract import MISSING_LABEL, UNKNOWN_LABEL, ZERO_FRAMES
+
+VIDEOS_PER_CLASS = 50
+# The demo preset, shortened: still 2 workers and the demo's clip size and optimizer. Motion needs ~1,000 steps
+# before it clicks (measured: chance until then, see pipeline/config.py), so this trains 1,500.
+E2E = ["training.epochs=5", "training.steps_per_epoch=300", "training.eval_steps=2",
+       "gate.min_accuracy=0.3", "gate.max_accuracy_drop=0.05",
+       "beam_args=[--direct_running_mode=in_memory, --direct_num_workers=1]"]
+WORSE = ["training.epochs=1", "training.steps_per_epoch=2", "training.warmup_epochs=0.0"]
+# One broken video per reason in each split: ClipGen must reject them (the run goes on: 3 of >=96 per split).
+BAD_VIDEO_REASONS = (MISSING_LABEL, UNKNOWN_LABEL, ZERO_FRAMES)
+REPORT_AFTER_RUN_1 = "report-after-run-1/report.html"
+
+
+def add_bad_videos(data_dir: str) -> None:
+    """Writes <split>/videos-bad.tfrecord with one video per BAD_VIDEO_REASONS into each split folder."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.video_format import encode_jpeg, make_video_example
+    frame = encode_jpeg(np.full((64, 64, 3), 128, np.uint8))
+    for split in ("train", "eval"):
+        videos = [make_video_example(f"bad-{split}-nolabel", [frame] * 8, None, None, 64, 64, 25.0),
+                  make_video_example(f"bad-{split}-label", [frame] * 8, "no_such_class", None, 64, 64, 25.0),
+                  make_video_example(f"bad-{split}-empty", [], "grow", None, 64, 64, 25.0)]
+        with tf.io.TFRecordWriter(f"{data_dir}/{split}/videos-bad.tfrecord") as writer:
+            for video in videos:
+                writer.write(video.SerializeToString())
