@@ -25,6 +25,8 @@ from tfx.orchestration import metadata
 
 from components.clipgen.executor import CLIP_STATS_FILENAME
 from components.evaluation import GATE_FILE
+from components.ingest import DEAD_LETTER_KEY as INGEST_DEAD_LETTER_KEY
+from components.ingest import INGEST_STATS_FILENAME, STATS_KEY as INGEST_STATS_KEY
 from components.trainer.history import HISTORY_FILENAME
 from pipeline.config import ConfigError, RunConfig
 from pipeline.local_runner import _component_seconds, summarize
@@ -75,6 +77,7 @@ def gather(run_dir: str) -> dict:
                 "components": [{"name": n, "state": node["state"], "seconds": seconds.get(n),
                                 "computed_s": node["computed_s"]}
                                for n, node in nodes.items()]},
+        "ingest": _readable(_ingest, nodes.get("Ingest"), resolve),
         "dataset": _readable(_dataset, nodes.get("ClipGen"), resolve),
         "training": _readable(_training, nodes.get("Trainer"), resolve),
         "evaluation": _readable(_evaluation, nodes.get("Evaluator"), summary, newest_ids["ModelEvaluation"],
@@ -149,13 +152,26 @@ def _dataset(node, resolve) -> dict:
     if not node or "clip_stats" not in node["outputs"]:
         return _missing("ClipGen did not finish in this run")
     stats = _read_json(os.path.join(resolve(node["outputs"]["clip_stats"].uri), CLIP_STATS_FILENAME))
-    dead_letters = []
     dead_dir = resolve(node["outputs"]["dead_letter"].uri)
+    return {"splits": stats["splits"], "clip_shape": stats["clip_shape"], "elapsed_s": stats["elapsed_s"],
+            "dead_letters": _dead_letters(dead_dir), "dead_letter_dir": dead_dir}
+
+
+def _ingest(node, resolve) -> dict:
+    if not node or INGEST_STATS_KEY not in node["outputs"]:
+        return _missing("Ingest did not finish in this run")
+    stats = _read_json(os.path.join(resolve(node["outputs"][INGEST_STATS_KEY].uri), INGEST_STATS_FILENAME))
+    dead_dir = resolve(node["outputs"][INGEST_DEAD_LETTER_KEY].uri)
+    return {"inputs": stats["inputs"], "outputs": stats["outputs"], "dead_letters": _dead_letters(dead_dir),
+            "dead_letter_dir": dead_dir}
+
+
+def _dead_letters(dead_dir: str) -> list[dict]:
+    dead_letters = []
     for path in sorted(tf.io.gfile.glob(os.path.join(dead_dir, "Split-*", "*.jsonl"))):
         with tf.io.gfile.GFile(path) as f:
             dead_letters += [json.loads(line) for line in f if line.strip()]
-    return {"splits": stats["splits"], "clip_shape": stats["clip_shape"], "elapsed_s": stats["elapsed_s"],
-            "dead_letters": dead_letters, "dead_letter_dir": dead_dir}
+    return dead_letters
 
 
 def _training(node, resolve) -> dict:
@@ -245,6 +261,7 @@ def render(data: dict, out: str) -> None:
     body = [f"<h1>Pipeline run {_e(run['name'])}</h1>",
             _table(None, [["metadata", run["metadata_path"]], ["pipeline root", run["pipeline_root"]],
                               ["labels", ", ".join(labels)], ["report written", time.strftime("%Y-%m-%d %H:%M:%S")]])]
+    body += _section("Ingest (video records)", data["ingest"], _ingest_html)
     body += _section("Dataset (ClipGen)", data["dataset"], _dataset_html)
     body += _section("Training", data["training"], _training_html, folder)
     body += _section("Evaluation (eval split)", data["evaluation"], _evaluation_html, labels, folder)
@@ -297,6 +314,20 @@ def _dataset_html(d) -> str:
             f"({_e(sum(v['clips_out'] for v in d['splits'].values()) / max(d['elapsed_s'], 1e-9))} clips/s). "
             f"{len(d['dead_letters'])} dead letter(s) in {_e(d['dead_letter_dir'])}"
             + (" (first 20):</p>" + _table(["split", "video", "reason", "detail"], dead) if dead else ".</p>"))
+
+
+def _ingest_html(d) -> str:
+    rows = [[s, v["records_in"], v["records_ok"], v["rejected"],
+             ", ".join(f"{r}: {n}" for r, n in sorted(v["rejected_by_reason"].items())) or "none"]
+            for s, v in sorted(d["inputs"].items())]
+    dead = [[x["split"], x["video_id"], x["reason"], x["file"], x["record_index"], x["detail"][:120]]
+            for x in d["dead_letters"][:20]]
+    written = ", ".join(f"{s}: {n}" for s, n in sorted(d["outputs"].items()))
+    return (_table(["input split", "records in", "ok", "rejected", "rejected by reason"], rows)
+            + f"<p>written per output split: {_e(written)}. {len(d['dead_letters'])} dead letter(s) in "
+            f"{_e(d['dead_letter_dir'])}"
+            + (" (first 20):</p>" + _table(["split", "video", "reason", "file", "record", "detail"], dead)
+               if dead else ".</p>"))
 
 
 def _training_html(t, folder) -> str:

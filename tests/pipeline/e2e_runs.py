@@ -10,11 +10,15 @@ E2E = ["training.epochs=5", "training.steps_per_epoch=300", "training.eval_steps
 WORSE = ["training.epochs=1", "training.steps_per_epoch=2", "training.warmup_epochs=0.0"]
 # One broken video per reason in each split: ClipGen must reject them (the run goes on: 3 of >=96 per split).
 BAD_VIDEO_REASONS = (MISSING_LABEL, UNKNOWN_LABEL, ZERO_FRAMES)
+# ...and one record per split that is no protobuf at all: Ingest dead-letters it.
+NOT_A_PROTOBUF = b"\xff\xff\xff this is no SequenceExample"   # wire type 7 in the first tag: never parses
+INGEST_REJECT_REASON = "not_a_sequence_example"
 REPORT_AFTER_RUN_1 = "report-after-run-1/report.html"
 
 
 def add_bad_videos(data_dir: str) -> None:
-    """Writes <split>/videos-bad.tfrecord with one video per BAD_VIDEO_REASONS into each split folder."""
+    """Writes <split>/videos-bad.tfrecord with one video per BAD_VIDEO_REASONS and NOT_A_PROTOBUF into each split
+    folder."""
     import numpy as np
     import tensorflow as tf
 
@@ -27,3 +31,4 @@ def add_bad_videos(data_dir: str) -> None:
         with tf.io.TFRecordWriter(f"{data_dir}/{split}/videos-bad.tfrecord") as writer:
             for video in videos:
                 writer.write(video.SerializeToString())
+            writer.write(NOT_A_PROTOBUF)

@@ -20,7 +20,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from e2e_runs import BAD_VIDEO_REASONS, REPORT_AFTER_RUN_1, add_bad_videos
+from e2e_runs import BAD_VIDEO_REASONS, INGEST_REJECT_REASON, REPORT_AFTER_RUN_1, add_bad_videos
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,16 @@ def test_dataset_counts_and_dead_letter_reasons(first_report):
     for reason in BAD_VIDEO_REASONS:
         assert dataset.count(f"<td>{reason}</td>") == 2  # one dead letter per split
     assert "bad-eval-empty" in dataset and "bad-train-nolabel" in dataset
+
+
+def test_ingest_counts_and_dead_letters(first_report):
+    root, _, page = first_report
+    ingest = section(page, "Ingest")
+    for split in ("train", "eval"):
+        records_in, ok, rejected, reasons = cells(ingest, split)
+        assert int(records_in) == int(ok) + int(rejected) and int(rejected) == 1
+        assert reasons == f"{INGEST_REJECT_REASON}: 1"
+    assert ingest.count(f"<td>{INGEST_REJECT_REASON}</td>") == 2 and "videos-bad.tfrecord" in ingest
 
 
 def test_training_curves_and_throughput_per_worker_and_epoch(first_report):
