@@ -16,9 +16,9 @@ INGEST_REJECT_REASON = "not_a_sequence_example"
 REPORT_AFTER_RUN_1 = "report-after-run-1/report.html"
 
 
-def add_bad_videos(data_dir: str) -> None:
-    """Writes <split>/videos-bad.tfrecord with one video per BAD_VIDEO_REASONS and NOT_A_PROTOBUF into each split
-    folder."""
+def add_bad_videos(data_dir: str, with_non_protobuf: bool = True) -> None:
+    """Writes <split>/videos-bad.tfrecord into each split folder: one video per BAD_VIDEO_REASONS (ClipGen rejects
+    them) and, with ``with_non_protobuf``, NOT_A_PROTOBUF (Ingest rejects it)."""
     import numpy as np
     import tensorflow as tf
 
@@ -31,4 +31,5 @@ def add_bad_videos(data_dir: str) -> None:
         with tf.io.TFRecordWriter(f"{data_dir}/{split}/videos-bad.tfrecord") as writer:
             for video in videos:
                 writer.write(video.SerializeToString())
-            writer.write(NOT_A_PROTOBUF)
+            if with_non_protobuf:
+                writer.write(NOT_A_PROTOBUF)

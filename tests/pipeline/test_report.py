@@ -170,7 +170,7 @@ def test_run_stopped_by_clipgen_shows_missing_sections(tmp_path):
     from pipeline.report import build_report
     data = str(tmp_path / "data")
     generate_demo_data(data, videos_per_class=4, seed=3)
-    add_bad_videos(data)
+    add_bad_videos(data, with_non_protobuf=False)   # Ingest passes; ClipGen rejects and stops the run
     config = load_config("smoke", [f"data_dir={data}", f"pipeline_root={tmp_path / 'root'}",
                                    f"metadata_path={tmp_path / 'metadata.sqlite'}",
                                    f"serving_dir={tmp_path / 'serving'}", "max_rejected_fraction=0.0"])
@@ -181,6 +181,7 @@ def test_run_stopped_by_clipgen_shows_missing_sections(tmp_path):
     page = open(out).read()
     for title in ("Dataset", "Training", "Evaluation", "Blessing", "Push"):
         assert "not available" in section(page, title), title
+    assert "not available" not in section(page, "Ingest")
     assert cells(section(page, "Throughput"), "ClipGen")[0] == "FAILED"
     assert "<img" not in page and not any(os.path.exists(os.path.join(os.path.dirname(out), p)) for p in PNGS)
 
