@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from bench.timing import interleaved
 
-# The runner is named: left out, this Beam version tries to download its Prism runner first.
+# The runner is named for clarity. (Beam 2.74's DirectRunner still tries its Prism runner first, named or not: offline
+# that fails at once and it falls back; `--update_compatibility_version` set would skip Prism, not used here.)
 BEAM_MODES = {
     "in_memory_1": ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"],
     "multi_processing": ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
