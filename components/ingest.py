@@ -75,7 +75,8 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
 from components import video_format
-from components.rejections import check_max_rejected_fraction, check_split_accounting, enforce_max_rejected_fraction
+from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
+                                  enforce_max_rejected_fraction)
 
 logger = logging.getLogger(__name__)
 
@@ -407,13 +408,7 @@ class IngestStatsFn(beam.CombineFn):
             for split, n in acc["outputs"].items():
                 merged["outputs"][split] = merged["outputs"].get(split, 0) + n
             for split, s in acc["inputs"].items():
-                m = merged["inputs"].setdefault(split, _empty_split_stats())
-                for key, value in s.items():
-                    if key == "rejected_by_reason":
-                        for reason, n in value.items():
-                            m[key][reason] = m[key].get(reason, 0) + n
-                    else:
-                        m[key] += value
+                add_split_counts(merged["inputs"].setdefault(split, _empty_split_stats()), s)
         return merged
 
     def extract_output(self, acc: dict) -> dict:

@@ -11,6 +11,16 @@ def check_max_rejected_fraction(value: float) -> None:
         raise ValueError(f"max_rejected_fraction must be a number in [0, 1], got {value!r}")
 
 
+def add_split_counts(into: dict, counts: dict) -> None:
+    """Adds one split's ``counts`` (numbers, and a ``rejected_by_reason`` dict) into ``into``: CombineFn merging."""
+    for key, value in counts.items():
+        if key == "rejected_by_reason":
+            for reason, n in value.items():
+                into[key][reason] = into[key].get(reason, 0) + n
+        else:
+            into[key] += value
+
+
 def check_split_accounting(stage: str, split: str, stats: dict, unit: str) -> None:
     """``<unit>_in == <unit>_ok + rejected`` and ``rejected == sum(rejected_by_reason)`` for one split's stats."""
     counted_in, ok = stats[f"{unit}_in"], stats[f"{unit}_ok"]

@@ -10,9 +10,9 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.clipgen import executor
-from components.rejections import check_max_rejected_fraction
 from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict,
                                         video_keys_to_dict)
+from components.rejections import check_max_rejected_fraction
 
 
 class ClipGenDeadLetter(types.Artifact):

@@ -19,6 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
                                         dead_letter_line, extract_clips, record_id)
+from components.rejections import add_split_counts
 from components.video_format import LabelMap
 
 logger = logging.getLogger(__name__)
@@ -141,12 +142,7 @@ class SplitStatsFn(beam.CombineFn):
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
         merged = empty_stats()
         for acc in accumulators:
-            for key, value in acc.items():
-                if key == "rejected_by_reason":
-                    for reason, n in value.items():
-                        merged[key][reason] = merged[key].get(reason, 0) + n
-                else:
-                    merged[key] += value
+            add_split_counts(merged, acc)
         return merged
 
     def extract_output(self, acc: dict) -> dict:
