@@ -187,11 +187,6 @@ def resolve_model_dir(path: str) -> tuple[str, str]:
     return latest, os.path.basename(stripped)
 
 
-def max_clips_per_request(clip_shape) -> int:
-    from components.trainer.export import max_clips_per_request as limit  # the export's own rule
-    return limit(clip_shape)
-
-
 @dataclasses.dataclass
 class ServedModel:
     path: str                         # the SavedModel folder
@@ -225,7 +220,9 @@ class ServedModel:
         # signature runs before any video is decoded.
         probe = signature(**{INPUT_KEY: tf.zeros([1, *clip_shape], tf.uint8)})
         labels = tuple(c.decode() for c in np.asarray(probe["classes"])[0])
-        model = cls(model_dir, name or default_name, clip_shape, max_clips_per_request(clip_shape), labels, signature)
+        from components.trainer.export import max_clips_per_request  # the export's own rule
+        model = cls(model_dir, name or default_name, clip_shape, max_clips_per_request(clip_shape), labels,
+                    signature)
         model._loaded = loaded  # keeps the variables alive as long as the signature
         return model
 
@@ -333,8 +330,8 @@ def cut_clips(input: str, video, clip_shape, settings: SamplingSettings) -> Vide
     """The eval clips of ``video`` (a components.video_format.Video), exactly as ClipGen cuts an eval split."""
     import numpy as np
     from components import clip_sampling
-    # ClipGen's own per-video steps (header check, decode + resize), reused so verdicts and pixels match exactly.
-    from components.clipgen.extract import ClipGenConfig, Rejected, _decode_and_resize, check_frame_headers
+    # ClipGen's own cut (header check, decode + resize, eval windows and crop): verdicts and pixels match exactly.
+    from components.clipgen.extract import ClipGenConfig, Rejected, cut_clip_frames
 
     num_frames = len(video.jpeg_frames)
     if num_frames == 0:
@@ -343,20 +340,12 @@ def cut_clips(input: str, video, clip_shape, settings: SamplingSettings) -> Vide
     # labels only satisfy ClipGenConfig's validation: no label is read when cutting unlabelled clips.
     config = ClipGenConfig(num_frames=t, frame_stride=settings.frame_stride, height=h, width=w,
                            labels=("unlabelled",), clips_per_video_eval=settings.clips_per_video)
-    windows = clip_sampling.sample_windows(clip_sampling.EVAL, num_frames, t, settings.frame_stride,
-                                           settings.clips_per_video)
-    needed = sorted({i for window in windows for i in window.frames})
     try:
-        check_frame_headers(video, config.max_frame_pixels)
-        frames, _ = _decode_and_resize(video, needed, config)
+        cut = cut_clip_frames(video, clip_sampling.EVAL, settings.clips_per_video, config)
     except Rejected as exc:
         raise BadVideo(input, exc.detail, video_id=_record_id(input, video)) from None
-    height, width = frames[needed[0]].shape[:2]
-    box = clip_sampling.crop_box(clip_sampling.EVAL, height, width, h, w)
-    clips = np.stack([np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
-                                for i in window.frames]) for window in windows])
-    return VideoClips(input, video.video_id, num_frames, [window.start for window in windows], clips,
-                      looped=num_frames < clip_sampling.window_span(t, settings.frame_stride))
+    return VideoClips(input, video.video_id, num_frames, [window.start for window in cut.windows],
+                      np.stack(cut.clips), looped=num_frames < clip_sampling.window_span(t, settings.frame_stride))
 
 
 def _record_id(input: str, video) -> str | None:

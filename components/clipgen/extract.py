@@ -144,22 +144,40 @@ def extract_clips(serialized: bytes, split: str, config: ClipGenConfig, label_ma
     if num_video_frames == 0:
         raise Rejected(ZERO_FRAMES, "the frames feature list is empty")
     label = resolve_label(video, label_map)
-    check_frame_headers(video, config.max_frame_pixels)
     mode = config.mode(split)
     seed = clip_sampling.derive_seed(config.seed, video.video_id) if mode == clip_sampling.TRAIN else 0
-    windows = clip_sampling.sample_windows(mode, num_video_frames, config.num_frames, config.frame_stride,
-                                           config.clips_per_video(split), seed)
+    cut = cut_clip_frames(video, mode, config.clips_per_video(split), config, seed)
+    clips = [make_clip_example(clip, label, video.video_id, window.clip_index).SerializeToString(deterministic=True)
+             for window, clip in zip(cut.windows, cut.clips)]  # deterministic: same input, same bytes
+    return VideoClips(video.video_id, label, clips, frames_decoded=cut.frames_decoded,
+                      frames_resized_to_fit=cut.frames_resized_to_fit)
+
+
+@dataclasses.dataclass
+class ClipFrames:
+    """The uint8 clips [T, H, W, 3] cut from one video, with their windows and how much decoding it took."""
+    windows: list
+    clips: list[np.ndarray]
+    frames_decoded: int
+    frames_resized_to_fit: int
+
+
+def cut_clip_frames(video: Video, mode: str, clips_per_video: int, config: ClipGenConfig,
+                    seed: int = 0) -> ClipFrames:
+    """A video with frames -> its clips under ``mode``'s policy (ClipGen's, and ``predict``'s eval cut): every
+    frame header checked, each needed frame decoded once and resized, windows cropped. Raises Rejected."""
+    check_frame_headers(video, config.max_frame_pixels)
+    windows = clip_sampling.sample_windows(mode, len(video.jpeg_frames), config.num_frames, config.frame_stride,
+                                           clips_per_video, seed)
     needed = sorted({i for w in windows for i in w.frames})
     frames, mismatched = _decode_and_resize(video, needed, config)
     height, width = frames[needed[0]].shape[:2]  # every needed frame has this size after _decode_and_resize
     clips = []
     for window in windows:
         box = clip_sampling.crop_box(mode, height, width, config.height, config.width, seed, window.clip_index)
-        clip = np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
-                         for i in window.frames])
-        example = make_clip_example(clip, label, video.video_id, window.clip_index)
-        clips.append(example.SerializeToString(deterministic=True))  # same input, same bytes
-    return VideoClips(video.video_id, label, clips, frames_decoded=len(needed), frames_resized_to_fit=mismatched)
+        clips.append(np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
+                               for i in window.frames]))
+    return ClipFrames(windows, clips, frames_decoded=len(needed), frames_resized_to_fit=mismatched)
 
 
 def resolve_label(video: Video, label_map: LabelMap) -> str:
