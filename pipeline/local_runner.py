@@ -99,8 +99,7 @@ def summarize(config: RunConfig) -> RunSummary:
                 continue
             for key_and_value in per_slice.metric_keys_and_values:
                 key, value = key_and_value.key, key_and_value.value
-                # With a baseline TFMA also reports the baseline's values and the differences: keep the candidate's.
-                if key.model_name not in ("", "candidate") or key.is_diff or key.HasField("sub_key"):
+                if not is_candidate(key) or key.HasField("sub_key"):
                     continue
                 if value.HasField("double_value"):
                     metrics[key.name] = round(value.double_value.value, 4)
@@ -117,17 +116,30 @@ def summarize(config: RunConfig) -> RunSummary:
                       metrics=metrics, gate_failures=failures, component_seconds=component_seconds)
 
 
-def _component_seconds(store) -> dict[str, float]:
-    """Seconds per component in the newest run, from ML Metadata (cached components take ~0 s)."""
+def is_candidate(key) -> bool:
+    """A TFMA MetricKey/PlotKey of the candidate model: with a baseline TFMA also reports the baseline's values and
+    (metrics only) the differences under the same names."""
+    return key.model_name in ("", "candidate") and not (key.DESCRIPTOR.name == "MetricKey" and key.is_diff)
+
+
+def execution_seconds(execution) -> float:
+    return round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 1)
+
+
+def newest_run_executions(store) -> tuple[object | None, list[tuple[str, object]]]:
+    """(the newest pipeline_run context or None, [(node id, execution)] of that run in start order)."""
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
-        return {}
+        return None, []
     run = max(runs, key=lambda c: c.create_time_since_epoch)
-    seconds = {}
+    executions = []
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
         nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
         if nodes:
-            node_id = nodes[0].rsplit(".", 1)[-1]
-            seconds[node_id] = round((execution.last_update_time_since_epoch
-                                      - execution.create_time_since_epoch) / 1000, 1)
-    return seconds
+            executions.append((nodes[0].rsplit(".", 1)[-1], execution))
+    return run, executions
+
+
+def _component_seconds(store) -> dict[str, float]:
+    """Seconds per component in the newest run, from ML Metadata (cached components take ~0 s)."""
+    return {node_id: execution_seconds(execution) for node_id, execution in newest_run_executions(store)[1]}

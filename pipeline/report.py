@@ -29,7 +29,7 @@ from components.ingest import DEAD_LETTER_KEY as INGEST_DEAD_LETTER_KEY
 from components.ingest import INGEST_STATS_FILENAME, STATS_KEY as INGEST_STATS_KEY
 from components.trainer.history import HISTORY_FILENAME
 from pipeline.config import ConfigError, RunConfig
-from pipeline.local_runner import _component_seconds, summarize
+from pipeline.local_runner import execution_seconds, is_candidate, newest_run_executions, summarize
 
 METADATA_FILE = "metadata.sqlite"
 HEADLINE_METRICS = ("sparse_categorical_accuracy", "video_accuracy", "top_3_accuracy",
@@ -58,12 +58,10 @@ def gather(run_dir: str) -> dict:
         raise ConfigError(f"--run {run_dir!r}: no {METADATA_FILE} there; expected a run folder written by "
                           f"run-local/demo (e.g. runs/demo)")
     with metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)) as m:
-        runs = m.store.get_contexts_by_type("pipeline_run")
-        if not runs:
+        run, executions = newest_run_executions(m.store)
+        if run is None:
             raise ConfigError(f"--run {run_dir!r}: {metadata_path} records no pipeline run")
-        run = max(runs, key=lambda c: c.create_time_since_epoch)  # the run _component_seconds describes
-        nodes = _run_nodes(m.store, run)
-        seconds = _component_seconds(m.store)
+        nodes = _run_nodes(m.store, executions)
         newest_ids = {t: max((a.id for a in m.store.get_artifacts_by_type(t)), default=None)
                       for t in ("ModelEvaluation", "PushedModel")}
     # summarize() reads the newest artifacts of each type: they belong to this run when the ids match.
@@ -74,7 +72,7 @@ def gather(run_dir: str) -> dict:
     return {
         "run": {"name": run.name, "metadata_path": metadata_path, "labels": labels,
                 "pipeline_root": os.path.dirname(os.path.dirname(os.path.dirname(uris[0]))) if uris else None,
-                "components": [{"name": n, "state": node["state"], "seconds": seconds.get(n),
+                "components": [{"name": n, "state": node["state"], "seconds": node["seconds"],
                                 "computed_s": node["computed_s"]}
                                for n, node in nodes.items()]},
         "ingest": _readable(_ingest, nodes.get("Ingest"), resolve),
@@ -94,22 +92,21 @@ def _readable(read, *args) -> dict:
         return _missing(f"artifact file not found ({exc})")
 
 
-def _run_nodes(store, run) -> dict[str, dict]:
-    """node id -> execution state, custom properties and output artifacts (cached steps link their old outputs)."""
+def _run_nodes(store, executions) -> dict[str, dict]:
+    """node id -> execution state, seconds, custom properties and output artifacts (cached steps link their old
+    outputs)."""
     nodes = {}
-    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
-        names = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
-        if not names:
-            continue
+    for node_id, execution in executions:
         outputs = {}
         for event in store.get_events_by_execution_ids([execution.id]):
             if event.type == metadata_store_pb2.Event.OUTPUT:
                 outputs[event.path.steps[0].key] = store.get_artifacts_by_id([event.artifact_id])[0]
         properties = {k: v.string_value or v.int_value for k, v in execution.custom_properties.items()}
         cached = execution.last_known_state == metadata_store_pb2.Execution.CACHED
-        nodes[names[0].rsplit(".", 1)[-1]] = {
+        nodes[node_id] = {
             "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state), "properties": properties,
-            "outputs": outputs, "computed_s": _producer_seconds(store, outputs) if cached else None}
+            "outputs": outputs, "seconds": execution_seconds(execution),
+            "computed_s": _producer_seconds(store, outputs) if cached else None}
     return nodes
 
 
@@ -120,7 +117,7 @@ def _producer_seconds(store, outputs) -> float | None:
             (producer,) = store.get_executions_by_id([event.execution_id])
             if event.type == metadata_store_pb2.Event.OUTPUT and \
                     producer.last_known_state == metadata_store_pb2.Execution.COMPLETE:
-                return round((producer.last_update_time_since_epoch - producer.create_time_since_epoch) / 1000, 1)
+                return execution_seconds(producer)
     return None
 
 
@@ -193,11 +190,6 @@ def _evaluation(node, summary, newest_id, labels, resolve) -> dict:
             "thresholds": _thresholds(node["properties"].get("eval_config", "{}"))}
 
 
-def _candidate(key) -> bool:
-    # With a baseline TFMA also reports the baseline's values and (metrics only) the differences.
-    return key.model_name in ("", "candidate") and not (key.DESCRIPTOR.name == "MetricKey" and key.is_diff)
-
-
 def _confusion(uri: str, num_classes: int) -> list[list[int]] | None:
     """TFMA's MultiClassConfusionMatrixPlot: rows true class, columns predicted class (argmax: threshold 0).
 
@@ -206,7 +198,7 @@ def _confusion(uri: str, num_classes: int) -> list[list[int]] | None:
     class the model never predicts (seen on an undertrained model)."""
     for per_slice in tfma.load_plots(uri):
         for kv in per_slice.plot_keys_and_values:
-            if per_slice.slice_key.single_slice_keys or not _candidate(kv.key):
+            if per_slice.slice_key.single_slice_keys or not is_candidate(kv.key):
                 continue
             if kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
                 counts = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -225,7 +217,6 @@ def _thresholds(eval_config_json: str) -> list[dict]:
     rules = []
     for spec in config.metrics_specs:
         for metric in spec.metrics:
-            t = metric.threshold
             v, c = metric.threshold.value_threshold, metric.threshold.change_threshold
             bounds = [f"{sign} {getattr(v, bound).value:g}"
                       for sign, bound in (("≥", "lower_bound"), ("≤", "upper_bound")) if v.HasField(bound)]
