@@ -298,12 +298,8 @@ def wait_for_peers(barrier_dir: str, me: int, workers: int, timeout_s: float = 3
     """Marks this worker as arrived in ``barrier_dir`` and waits until all ``workers`` have (a dead peer is the
     launcher's to detect: it stops the cluster)."""
     write_json(os.path.join(barrier_dir, f"worker-{me}"), {"worker": me})
-    deadline = time.monotonic() + timeout_s
-    while len(tf.io.gfile.glob(os.path.join(barrier_dir, "worker-*"))) < workers:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker {me}: not every worker finished training within {timeout_s:.0f}s "
-                               f"({barrier_dir})")
-        time.sleep(poll_s)
+    _poll_files(lambda: len(tf.io.gfile.glob(os.path.join(barrier_dir, "worker-*"))) >= workers, timeout_s, poll_s,
+                f"worker {me}: not every worker finished training within {timeout_s:.0f}s ({barrier_dir})")
 
 
 def wait_for_chief(marker: str, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:
@@ -312,9 +308,15 @@ def wait_for_chief(marker: str, timeout_s: float = 3600.0, poll_s: float = 0.5) 
     A worker that exits while a peer still runs is reported by the coordination service as a missed
     heartbeat, which aborts the peer's collectives and fills its log with errors; waiting avoids both.
     """
-    deadline = time.monotonic() + timeout_s
     logger.info("waiting for the chief to export the model")
-    while not tf.io.gfile.exists(marker):
+    _poll_files(lambda: tf.io.gfile.exists(marker), timeout_s, poll_s,
+                f"the chief did not finish exporting within {timeout_s:.0f}s (no {marker})")
+
+
+def _poll_files(done: Callable[[], bool], timeout_s: float, poll_s: float, timeout_message: str) -> None:
+    """Waits until ``done()`` (a check of shared files: works on object stores, needs no collective)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the chief did not finish exporting within {timeout_s:.0f}s (no {marker})")
+            raise TimeoutError(timeout_message)
         time.sleep(poll_s)
