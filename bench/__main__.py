@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                 else clipgen_speed.demo_dataset(work, config.videos_per_class))
     labels = LabelMap.load(data_dir).labels
     clip_shape = ClipConfig().shape
-    clips_root = os.path.join(work, f"clipgen_{config.beam_modes[-1]}", "clips")
+    clips_root = os.path.join(work, f"clipgen_{config.beam_modes[-1]}_x1", "clips")
     needs_clips = {"input", "multiworker"} & set(sections)
     if "clipgen" in sections:
         timed("clipgen", lambda: clipgen_speed.bench_rate(data_dir, work, config.clipgen_repeats, config.beam_modes))

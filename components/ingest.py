@@ -55,7 +55,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import time
 import zlib
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -77,6 +76,7 @@ from tfx.utils import io_utils, proto_utils
 from components import video_format
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
                                   enforce_max_rejected_fraction)
+from components.tfrecord_io import DATA_CRC, LENGTH_HEADER, WriteToGzipTFRecord, masked_crc32c
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +141,6 @@ def _check_id_feature(id_feature: str) -> None:
 
 # ---- reading TFRecord files tolerantly ---------------------------------------------------------------------
 
-_LENGTH = struct.Struct("<QI")   # uint64 length, uint32 masked crc32c of the length
-_CRC = struct.Struct("<I")       # uint32 masked crc32c of the data
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The TFRecord checksum (crc32c, rotated and offset as in tensorflow/core/lib/hash/crc32c.h)."""
-    import google_crc32c
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 @dataclasses.dataclass(frozen=True)
 class ScannedRecord:
     """One item of a scanned file: a record's bytes (``data``), or why a record or the rest of the file was lost."""
@@ -193,23 +182,23 @@ def scan_tfrecords(f: BinaryIO, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     saying what was lost. Memory: one record at a time, at most ``max_record_bytes``."""
     index = offset = 0
     while True:
-        header = _read_exactly(f, _LENGTH.size)
+        header = _read_exactly(f, LENGTH_HEADER.size)
         if not header:
             return
         where = f"record {index} at byte {offset}"
-        if len(header) < _LENGTH.size:
+        if len(header) < LENGTH_HEADER.size:
             yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
                                 detail=f"the file ends inside the header of {where}; that record is lost")
             return
-        length, length_crc = _LENGTH.unpack(header)
+        length, length_crc = LENGTH_HEADER.unpack(header)
         if masked_crc32c(header[:8]) != length_crc:
             yield ScannedRecord(index, offset, reason=CORRUPT_FRAMING,
                                 detail=f"length checksum mismatch at {where}: records from {index} to the end "
                                        f"of the file are lost")
             return
         if length > max_record_bytes:
-            skipped = _skip(f, length + _CRC.size)
-            if skipped < length + _CRC.size:
+            skipped = _skip(f, length + DATA_CRC.size)
+            if skipped < length + DATA_CRC.size:
                 yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
                                     detail=f"{where} declares {length} bytes but the file ends after {skipped}")
                 return
@@ -217,18 +206,18 @@ def scan_tfrecords(f: BinaryIO, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
                                 detail=f"{where} has {length} bytes > max_record_bytes {max_record_bytes}; skipped")
         else:
             data = _read_exactly(f, length)
-            footer = _read_exactly(f, _CRC.size)
-            if len(data) < length or len(footer) < _CRC.size:
+            footer = _read_exactly(f, DATA_CRC.size)
+            if len(data) < length or len(footer) < DATA_CRC.size:
                 yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
                                     detail=f"{where} declares {length} bytes but the file ends after "
                                            f"{len(data)}; that record is lost")
                 return
-            if masked_crc32c(data) != _CRC.unpack(footer)[0]:
+            if masked_crc32c(data) != DATA_CRC.unpack(footer)[0]:
                 yield ScannedRecord(index, offset, reason=CORRUPT_RECORD, length=length,
                                     detail=f"data checksum mismatch in {where} ({length} bytes); record skipped")
             else:
                 yield ScannedRecord(index, offset, data=data, length=length)
-        offset += _LENGTH.size + length + _CRC.size
+        offset += LENGTH_HEADER.size + length + DATA_CRC.size
         index += 1
 
 
@@ -240,7 +229,7 @@ def scan_tfrecord_file(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYT
         with FileSystems.open(path, mime_type="application/octet-stream",
                               compression_type=CompressionTypes.AUTO) as f:
             for item in scan_tfrecords(f, max_record_bytes):
-                index, offset = item.index + 1, item.offset + _LENGTH.size + item.length + _CRC.size
+                index, offset = item.index + 1, item.offset + LENGTH_HEADER.size + item.length + DATA_CRC.size
                 yield item
     except (OSError, EOFError, zlib.error) as exc:   # BeamIOError is an OSError; gzip raises all three
         yield ScannedRecord(index, offset, reason=UNREADABLE_FILE,
@@ -491,9 +480,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 lambda kv, n: output_names.index(kv[0]), len(output_names))
             for name, part in zip(output_names, outputs):
                 data = part | f"Data[{name}]" >> beam.Values()
-                _ = data | f"Write[{name}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(artifact_utils.get_split_uri([examples], name), "data_tfrecord"),
-                    file_name_suffix=".gz", compression_type=CompressionTypes.GZIP)
+                _ = data | f"Write[{name}]" >> WriteToGzipTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name), "data_tfrecord"))
                 outcomes.append(data | f"CountOut[{name}]" >> beam.Map(lambda _, n=name: ("out", n, None)))
             all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
             for name in input_names:

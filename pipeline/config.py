@@ -32,6 +32,7 @@ class ClipConfig:
     clips_per_video_train: int = 8
     clips_per_video_eval: int = 3
     seed: int = 0
+    compression_level: int = 1   # ISA-L gzip level (0-3) of the clip files (bench/README.md)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -42,6 +43,9 @@ class ClipConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"clips.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.compression_level, int) or not 0 <= self.compression_level <= 3:
+            raise ConfigError(f"clips.compression_level must be an ISA-L gzip level in [0, 3], "
+                              f"got {self.compression_level!r}")
 
 
 @dataclasses.dataclass(frozen=True)

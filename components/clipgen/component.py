@@ -13,6 +13,7 @@ from components.clipgen import executor
 from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict,
                                         video_keys_to_dict)
 from components.rejections import check_max_rejected_fraction
+from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, check_compression_level
 
 
 class ClipGenDeadLetter(types.Artifact):
@@ -39,6 +40,7 @@ class ClipGenSpec(ComponentSpec):
         "video_keys": ExecutionParameter(type=str, optional=True),  # JSON dict of VideoKeys fields
         "max_rejected_fraction": ExecutionParameter(type=float),
         "max_frame_pixels": ExecutionParameter(type=int, optional=True),
+        "compression_level": ExecutionParameter(type=int, optional=True),  # ISA-L gzip level of the clip files
     }
     INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -59,6 +61,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     ``max_rejected_fraction``: the run fails (after writing its dead letters and clip_stats) when some split
     rejects more than this fraction of its videos; 1.0 never fails. ``max_frame_pixels``: a video with a frame
     whose header declares more pixels is rejected (``frame_too_large``) before any of its frames is decoded.
+    ``compression_level``: ISA-L gzip level (0-3) of the clip files (components.tfrecord_io; bench/README.md).
     """
     SPEC_CLASS = ClipGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -67,7 +70,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
                  labels: Sequence[str], frame_stride: int = 1, resize_short_side: int | None = None,
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
-                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS):
+                 max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
             labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
@@ -75,6 +79,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys),
             max_frame_pixels=max_frame_pixels)
         check_max_rejected_fraction(max_rejected_fraction)
+        check_compression_level(compression_level)
         spec = ClipGenSpec(
             examples=examples,
             num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
@@ -83,6 +88,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             seed=config.seed, labels=json.dumps(list(config.labels)),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
+            compression_level=compression_level,
             clips=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=ClipGenDeadLetter),
             clip_stats=types.Channel(type=ClipGenStatistics))

@@ -17,6 +17,7 @@ from tfx.utils import io_utils
 from components.clipgen import transforms
 from components.clipgen.extract import DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict
 from components.rejections import check_split_accounting, enforce_max_rejected_fraction
+from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline, split, examples_utils.get_split_file_patterns(examples, split), config,
                 clips_dir=artifact_utils.get_split_uri([clips], split),
                 dead_letter_dir=os.path.join(dead_letter.uri, f"Split-{split}"),
-                stats_path=os.path.join(parts_dir, f"{split}.json"))
+                stats_path=os.path.join(parts_dir, f"{split}.json"),
+                compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)))
         logger.info("ClipGen: clipping splits %s into %s clips (%s)", splits, list(config.clip_shape),
                     ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits))
         started = time.monotonic()

@@ -10,16 +10,16 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
                                         dead_letter_line, extract_clips, record_id)
 from components.rejections import add_split_counts
+from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, WriteToGzipTFRecord
 from components.video_format import LabelMap
 
 logger = logging.getLogger(__name__)
@@ -170,18 +170,20 @@ class VideosToClips(beam.PTransform):
 
 
 def clip_split(pipeline: beam.Pipeline, split: str, input_patterns: list[str], config: ClipGenConfig,
-               clips_dir: str, dead_letter_dir: str, stats_path: str) -> None:
+               clips_dir: str, dead_letter_dir: str, stats_path: str,
+               compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+               clip_writer: Callable[[str, int], beam.PTransform] = WriteToGzipTFRecord) -> None:
     """Add one split's read -> clips -> write branch to ``pipeline``.
 
-    Writes gzipped TFRecord shards ``<clips_dir>/data_tfrecord-*.gz``, dead-letter JSON lines
+    Writes gzipped TFRecord shards ``<clips_dir>/data_tfrecord-*.gz`` (``clip_writer(prefix, compression_level)``;
+    the benchmark swaps in Beam's stock writer to measure ours), dead-letter JSON lines
     ``<dead_letter_dir>/dead_letter-*.jsonl`` and the split's counts as one JSON object at ``stats_path``."""
     reads = [pipeline | f"Read[{split}][{i}]" >> beam.io.ReadFromTFRecord(pattern, coder=beam.coders.BytesCoder())
              for i, pattern in enumerate(input_patterns)]
     videos = reads[0] if len(reads) == 1 else reads | f"Flatten[{split}]" >> beam.Flatten()
     out = videos | f"VideosToClips[{split}]" >> VideosToClips(split, config)
-    _ = out[CLIPS] | f"WriteClips[{split}]" >> beam.io.WriteToTFRecord(
-        os.path.join(clips_dir, CLIPS_FILE_PREFIX), file_name_suffix=".gz",
-        compression_type=CompressionTypes.GZIP)
+    _ = out[CLIPS] | f"WriteClips[{split}]" >> clip_writer(os.path.join(clips_dir, CLIPS_FILE_PREFIX),
+                                                           compression_level)
     _ = out[DEAD_LETTER] | f"WriteDeadLetter[{split}]" >> beam.io.WriteToText(
         os.path.join(dead_letter_dir, DEAD_LETTER_FILE_PREFIX), file_name_suffix=".jsonl")
     _ = (out[STATS] | f"StatsToJson[{split}]" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))

@@ -310,6 +310,11 @@ def test_component_validates_at_construction_and_round_trips_its_config():
     with pytest.raises(ValueError, match="max_rejected_fraction"):
         ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"],
                 max_rejected_fraction=-0.1)
+    assert component.exec_properties["compression_level"] == 1
+    assert ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"],
+                   compression_level=3).exec_properties["compression_level"] == 3
+    with pytest.raises(ValueError, match="compression_level"):
+        ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"], compression_level=6)
 
 
 def test_module_layout_is_importable_by_path():

@@ -35,6 +35,7 @@ def test_dump_and_reload_round_trip(tmp_path):
     ("training.epoch=3", "epoch"),
     ("training.labels=[a]", "derived"),
     ("clips.num_frames=0", "clips.num_frames must be a positive integer, got 0"),
+    ("clips.compression_level=6", "clips.compression_level must be an ISA-L gzip level in [0, 3], got 6"),
     ("pipeline_name=My_Run", "pipeline_name must match"),
     ("gate.min_accuracy=1.5", "gate.min_accuracy must be in [0, 1], got 1.5"),
     ("training.workers=0", "workers"),
