@@ -5,8 +5,9 @@
 
 Sections: clipgen (ClipGen vs decode limit), memory (ClipGen peak RSS 1x vs 4x data), input (tf.data +
 Transform vs trainer consumption), multiworker (2 vs 1 MWMS workers), model (speed vs a plain reference, MFU,
-levers), demo (per-component times of the newest demo run). ``--tiny`` shrinks every shape and repeat count so
-that the whole harness runs in about a minute (CI runs it so it cannot rot; its numbers mean nothing).
+levers), runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest
+demo run). ``--tiny`` shrinks every shape and repeat count so that the whole harness runs in about two minutes
+(CI runs it so it cannot rot; its numbers mean nothing).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import time
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "runtime", "demo")
 logger = logging.getLogger("bench")
 
 
@@ -43,6 +44,10 @@ class BenchConfig:
     model_cases: tuple
     model_repeats: int
     matmul_n: int
+    runtime_clip: tuple             # bench.runtime_levers: clip shape, batch, timed steps, repeats
+    runtime_batch: int
+    runtime_steps: int
+    runtime_repeats: int
 
 
 def configs() -> dict[str, BenchConfig]:
@@ -51,13 +56,15 @@ def configs() -> dict[str, BenchConfig]:
         "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=2,
                             beam_modes=("in_memory_1", "multi_processing"), memory_factor=4, input_batch=8,
                             input_batches=40, input_repeats=3, mwms_global_batch=8, mwms_epochs=3, mwms_steps=25,
-                            mwms_repeats=1, model_repeats=3, matmul_n=2048,
+                            mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
+                            runtime_batch=8, runtime_steps=4, runtime_repeats=2,
                             model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("bf16", "xla")),
                                          ModelCase((32, 256, 256, 3), 2, 2, ("bf16",)))),
         "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1,
                             beam_modes=("in_memory_1",), memory_factor=4, input_batch=2,
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
-                            mwms_repeats=1, model_repeats=1, matmul_n=256,
+                            mwms_repeats=1, model_repeats=1, matmul_n=256, runtime_clip=(4, 32, 32, 3),
+                            runtime_batch=2, runtime_steps=1, runtime_repeats=1,
                             model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("bf16", "xla")),)),
     }
 
@@ -90,7 +97,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
 
-    from bench import clipgen_speed, demo_times, input_speed, model_speed, multiworker, report
+    from bench import clipgen_speed, demo_times, input_speed, model_speed, multiworker, report, runtime_levers
     from components.video_format import LabelMap
     from pipeline.config import ClipConfig
 
@@ -133,6 +140,9 @@ def main(argv=None) -> int:
             config.mwms_global_batch, config.mwms_epochs, config.mwms_steps, config.mwms_repeats))
     if "model" in sections:
         timed("model", lambda: model_speed.run(config.model_cases, config.model_repeats, config.matmul_n))
+    if "runtime" in sections:
+        timed("runtime", lambda: runtime_levers.bench_runtime_levers(config.runtime_clip, config.runtime_batch,
+                                                                     config.runtime_steps, config.runtime_repeats))
     if "demo" in sections:
         timed("demo", lambda: demo_times.component_seconds(args.demo_metadata))
     results["meta"] = {**meta(config, started), "seconds": time.time() - started}

@@ -8,7 +8,8 @@ inference on 2D kernels with folded batch norm, training on Conv3D); variants ad
 and "xla" (jit_compile=True).
 
 MFU here = achieved model FLOP/s (profiler GFLOPs per clip x clips/s; training counts 3x the forward pass, the
-usual forward + two backward products) / the FLOP/s of a large float32 matmul timed in the same rounds.
+usual forward + two backward products) / the FLOP/s of a large float32 matmul timed in the same rounds; a
+bfloat16 model is also divided by a bfloat16 matmul's FLOP/s (its own peak).
 """
 from __future__ import annotations
 
@@ -135,14 +136,14 @@ def compile_like_trainer(model: keras.Model, case: ModelCase) -> None:
     training.compile_model(model, training_config(case, precision="float32"))
 
 
-def matmul_fn(n: int, times: int):
-    """A large float32 matmul, ``times`` chained products per call; returns (fn, flops per call).
+def matmul_fn(n: int, times: int, dtype: str = "float32"):
+    """A large matmul in ``dtype``, ``times`` chained products per call; returns (fn, flops per call).
 
     Chained (each product feeds the next): identical independent products would be merged into one by
     Grappler's common-subexpression elimination, and the FLOP/s overstated ``times``-fold.
     """
-    a = tf.random.stateless_normal((n, n), seed=(1, 2))
-    b = tf.random.stateless_normal((n, n), seed=(3, 4)) / float(np.sqrt(n))   # keeps the chain's scale at 1
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)) / float(np.sqrt(n)), dtype)  # chain's scale: 1
 
     @tf.function
     def run():
@@ -200,6 +201,10 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int, seed: int = 0) -> d
     compile_like_trainer(reference, case)
 
     matmul, matmul_flops = matmul_fn(matmul_n, 4)
+    # bfloat16 models are also measured against a bfloat16 matmul: the fp32 one is not their peak
+    low_precision = [name for name in models if name != "reference" and training.compute_precision(
+        training_config(case, **VARIANTS.get(name, {}))) == "bfloat16"]
+    matmul_bf16, _ = matmul_fn(matmul_n, 4, "bfloat16")
     result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch, "precision": precision,
               "gflops_per_clip": flops_per_clip / 1e9, "checks": checks}
 
@@ -210,14 +215,20 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int, seed: int = 0) -> d
         infer[name] = (lambda f=fn: f(x_infer).numpy())
     train = {name: (lambda m=model: m.train_on_batch(x_train, y_train)) for name, model in models.items()}
     seconds = interleaved({**{f"infer/{k}": v for k, v in infer.items()},
-                           **{f"train/{k}": v for k, v in train.items()}, "matmul": matmul}, repeats)
+                           **{f"train/{k}": v for k, v in train.items()}, "matmul": matmul,
+                           **({"matmul_bf16": matmul_bf16} if low_precision else {})}, repeats)
     matmul_flops_s = matmul_flops / seconds["matmul"]
     result["matmul_gflops_s"] = matmul_flops_s / 1e9
+    bf16_flops_s = matmul_flops / seconds["matmul_bf16"] if low_precision else None
+    if low_precision:
+        result["matmul_bf16_gflops_s"] = bf16_flops_s / 1e9
     for mode, batch, factor in (("infer", case.infer_batch, 1), ("train", case.train_batch, TRAIN_FLOPS_FACTOR)):
         for name in models:
             clips_s = batch / seconds[f"{mode}/{name}"]
             result[f"{mode}_{name}_clips_s"] = clips_s
             result[f"{mode}_{name}_mfu"] = clips_s * flops_per_clip * factor / matmul_flops_s
+            if name in low_precision:
+                result[f"{mode}_{name}_mfu_bf16"] = clips_s * flops_per_clip * factor / bf16_flops_s
         for name in models:
             if name != "reference":
                 result[f"{mode}_{name}_speedup"] = result[f"{mode}_{name}_clips_s"] / result[f"{mode}_reference_clips_s"]

@@ -99,6 +99,14 @@ def markdown(results: dict) -> str:
                              f"error {checks[f'{variant}_inference_max_rel_error']:.1e} (inference), "
                              f"{checks[f'{variant}_training_max_rel_error']:.1e} (training); top-1 agreement "
                              f"{checks[f'{variant}_top1_agreement']:.0%} |")
+    if "runtime" in results:
+        r = results["runtime"]
+        for name, values in r["settings"].items():
+            if name != "default":
+                env = " ".join(f"`{k}={v}`" for k, v in values["env"].items())
+                lines.append(f"| {env} ({name}), project defaults ({r['precision']}), batch {r['batch']} | {r['clip']} "
+                             f"| {values['train_vs_default']:.2f}x | {values['infer_vs_default']:.2f}x | ratio to TF's "
+                             "defaults (own process each, alternated), not to the reference |")
     if "clipgen" in results:
         c = results["clipgen"]
         for mode in ("in_memory_1", "multi_processing"):

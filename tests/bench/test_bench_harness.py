@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "runtime", "demo")
 
 
 def _demo_metadata(path: pathlib.Path) -> str:
@@ -60,6 +60,9 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
     assert results["memory"]["rss_ratio"] > 0 and results["memory"]["videos_ratio"] == 4
     assert results["input"]["input_over_consumption"] > 0
     assert results["multiworker"]["overhead_ratio"] > 0
+    runtime = results["runtime"]["settings"]
+    assert runtime["default"]["train_vs_default"] == 1.0
+    assert all(s["train_clips_s"] > 0 and s["infer_vs_default"] > 0 for s in runtime.values())
     # The cached execution took no time and is left out; the two completed ones are read.
     assert set(results["demo"]["component_seconds"]) == {"ClipGen", "Trainer"}
 
