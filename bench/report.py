@@ -49,6 +49,12 @@ def markdown(results: dict) -> str:
                               f"{', ×3 for training' if mode == 'train' else ''}) ÷ fp32 matmul",
                               f"{r[f'{mode}_fast_mfu'] * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} "
                               "GFLOP/s", r[f"{mode}_fast_mfu"], TARGETS[f"{mode}_mfu"], fmt="{:.0%}"))
+        if "matmul_bf16_gflops_s" in r and "train_bf16_mfu_bf16" in r:
+            for mode, label in (("train", "training"), ("infer", "inference")):
+                mfu = r[f"{mode}_bf16_mfu_bf16"]
+                lines.append(_row(f"MFU {label} {clip}, opt-in bfloat16 ÷ bfloat16 matmul (its own peak)",
+                                  f"{mfu * r['matmul_bf16_gflops_s']:.0f} vs {r['matmul_bf16_gflops_s']:.0f} GFLOP/s",
+                                  mfu, fmt="{:.0%}"))
     if "clipgen" in results:
         c = results["clipgen"]
         best = c[c["best_mode"]]

@@ -62,9 +62,9 @@ class TrainingConfig:
     max_restarts: int = 0
     # Speed levers, measured by `make bench` (bench/README.md); the defaults are what won on CPU.
     jit_compile: bool = False           # XLA for the train step: about 2x slower than oneDNN's kernels on CPU
-    # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32), 1.6-2.3x faster training
-    # on a CPU with AVX512-BF16 but 2 points less demo accuracy (bench/README.md), hence not the default;
-    # "auto": bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU, else float32.
+    # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32), ~2x faster training at
+    # 16x112x112 on a CPU with AVX512-BF16, but 2.4 points less demo accuracy on average over 3 paired seeds
+    # (bench/README.md), hence not the default; "auto": bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU.
     precision: str = "float32"
 
     def __post_init__(self) -> None:

@@ -241,8 +241,9 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     strategy = make_strategy(config)
     me = cluster.worker_index
     logger.info("MultiWorkerMirroredStrategy: worker %d of %d (%s), %d replicas in sync, global batch %d, "
-                "collective timeout %.0fs", me, cluster.num_workers, "chief" if cluster.is_chief else "non-chief",
-                strategy.num_replicas_in_sync, config.global_batch_size, config.collective_timeout_s)
+                "collective timeout %.0fs, precision %s (configured: %s)", me, cluster.num_workers,
+                "chief" if cluster.is_chief else "non-chief", strategy.num_replicas_in_sync, config.global_batch_size,
+                config.collective_timeout_s, compute_precision(config), config.precision)
 
     tft_output = tft.TFTransformOutput(job.transform_graph_uri)
     train_ds = make_dataset(split_files(job.train_uri), tft_output, config, training=True)
