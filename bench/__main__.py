@@ -57,7 +57,7 @@ def configs() -> dict[str, BenchConfig]:
                             beam_modes=("in_memory_1", "multi_processing"), memory_factor=4, input_batch=8,
                             input_batches=40, input_repeats=3, mwms_global_batch=8, mwms_epochs=3, mwms_steps=25,
                             mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
-                            runtime_batch=8, runtime_steps=4, runtime_repeats=2,
+                            runtime_batch=8, runtime_steps=4, runtime_repeats=4,
                             model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("bf16", "xla")),
                                          ModelCase((32, 256, 256, 3), 2, 2, ("bf16",)))),
         "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1,
