@@ -4,12 +4,13 @@ The reference is built here from plain Keras layers (Conv3D (1,k,k) and (t,1,1),
 pooling, Add, Dense), float32, run as Keras runs any model (a tf.function, no XLA), with every weight copied
 from the project's model. Its outputs must match the project model's (inference and training mode) before any
 time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (float32;
-inference on 2D kernels with folded batch norm, training on Conv3D); variants add one lever each: "bf16" (precision="bfloat16")
-and "xla" (jit_compile=True).
+inference on 2D kernels with folded batch norm, training on Conv3D); variants add one lever each: "bf16"
+(precision="bfloat16") and "xla" (jit_compile=True).
 
-Timing: the reference, the defaults and the bfloat16 variant alternate in the same rounds with the matmuls; XLA
-is built and timed last, against the reference in rounds of its own, because once XLA had run in the process the
-bfloat16 model trained about 2x slower (measured: 0.33 s -> 0.63 s a step at 16x112x112, batch 8).
+Timing: each lever (the defaults, bfloat16, XLA) runs in a fresh child process (``python -m bench.model_speed
+--child``) with its own copy of the reference, alternated with it and the matmuls. In one shared process the
+levers slowed each other: the bfloat16 model trained at 0.33 s a step at 16x112x112 (batch 8) next to the
+reference alone but at 0.63 s once the float32 model, the FLOP count's trace or XLA had run in the same process.
 
 MFU here = achieved model FLOP/s (profiler GFLOPs per clip x clips/s; training counts 3x the forward pass, the
 usual forward + two backward products) / the FLOP/s of a large float32 matmul timed in the same rounds; a
@@ -17,8 +18,13 @@ bfloat16 model is also divided by a bfloat16 matmul's FLOP/s (its own peak).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -116,7 +122,6 @@ def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
 # ---- variants ----------------------------------------------------------------------------------------------
 
 VARIANTS = {"bf16": dict(precision="bfloat16"), "xla": dict(jit_compile=True)}
-ISOLATED_VARIANTS = {"xla"}   # timed in rounds of their own, after the others (see bench_case)
 
 
 def training_config(case: ModelCase, **levers):
@@ -160,17 +165,18 @@ def matmul_fn(n: int, times: int, dtype: str = "float32"):
     return (lambda: run().numpy()), 2 * n ** 3 * times
 
 
-def bench_case(case: ModelCase, repeats: int, matmul_n: int, seed: int = 0) -> dict:
+def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: int = 0) -> dict:
+    """The plain reference against the project model with one lever ("fast": the defaults), in this process."""
     keras.utils.set_random_seed(seed)
     from components.trainer import training
-    # Weights come from a float32 build (the reference is float32); every variant gets the same ones.
+    # Weights come from a float32 build (the reference is float32); the lever's model gets the same ones.
     source = training.build_model(training_config(case, precision="float32"))
     randomize_batch_norm(source, seed)
     weights = source.get_weights()
     reference = build_reference(source, case.clip_shape)
-    flops_per_clip = count_flops(source, case.clip_shape)
-    fast = build_variant(case, weights)
-    precision = training.compute_precision(training_config(case))
+    levers = {} if lever == "fast" else VARIANTS[lever]
+    model = build_variant(case, weights, **levers)
+    low = training.compute_precision(training_config(case, **levers)) == "bfloat16"
 
     rng = np.random.default_rng(seed)
     x_infer = tf.constant(rng.normal(size=(case.infer_batch, *case.clip_shape)).astype("float32"))
@@ -183,82 +189,86 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int, seed: int = 0) -> d
     # (batch statistics of tiny batches amplify rounding), bfloat16 training is checked on the demo task
     # instead (bench/demo_accuracy.py, bench/README.md).
     expected = reference(x_infer, training=False).numpy()
-    expected_train = reference(x_train, training=True).numpy()
-    checks = {"fast_precision": precision}
-
-    def is_bf16(name):
-        return training.compute_precision(training_config(case, **VARIANTS.get(name, {}))) == "bfloat16"
-
-    def check(name, model):
-        low = is_bf16(name)
-        out = model(x_infer, training=False).numpy()
-        errors = {"inference_max_rel_error": max_relative_error(out, expected),
-                  "training_max_rel_error": max_relative_error(model(x_train, training=True).numpy(), expected_train)}
-        agreement = float(np.mean(out.argmax(-1) == expected.argmax(-1)))
-        checks.update({f"{name}_{k}": v for k, v in errors.items()})
-        checks[f"{name}_top1_agreement"] = agreement
-        tolerance = 5e-2 if low else 1e-4
-        bounded = errors["inference_max_rel_error"] if low else max(errors.values())
-        if bounded > tolerance or (low and agreement < 0.9):
-            raise AssertionError(f"{case.name}: {name} and the plain reference differ: {errors}, top-1 agreement "
-                                 f"{agreement:.2f} (tolerance {tolerance})")
-
-    def timed_fns(models):
-        fns = {}
-        for name, model in models.items():
-            # Inference: Keras' predict path is a tf.function of model(x, training=False); XLA variants compile it.
-            fn = tf.function(lambda x, m=model: m(x, training=False), jit_compile=bool(model.jit_compile))
-            fns[f"infer/{name}"] = (lambda f=fn: f(x_infer).numpy())
-            fns[f"train/{name}"] = (lambda m=model: m.train_on_batch(x_train, y_train))
-        return fns
-
-    # Round 1: the reference, the defaults and the shared-process variants (bfloat16), with the matmuls.
-    models = {"reference": reference, "fast": fast}
-    for variant in (v for v in case.variants if v not in ISOLATED_VARIANTS):
-        models[variant] = build_variant(case, weights, **VARIANTS[variant])
-    for name, model in models.items():
-        if name != "reference":
-            check(name, model)
+    out = model(x_infer, training=False).numpy()
+    errors = {"inference_max_rel_error": max_relative_error(out, expected),
+              "training_max_rel_error": max_relative_error(model(x_train, training=True).numpy(),
+                                                           reference(x_train, training=True).numpy())}
+    agreement = float(np.mean(out.argmax(-1) == expected.argmax(-1)))
+    tolerance = 5e-2 if low else 1e-4
+    bounded = errors["inference_max_rel_error"] if low else max(errors.values())
+    if bounded > tolerance or (low and agreement < 0.9):
+        raise AssertionError(f"{case.name}: {lever} and the plain reference differ: {errors}, top-1 agreement "
+                             f"{agreement:.2f} (tolerance {tolerance})")
     compile_like_trainer(reference, case)
-    matmul, matmul_flops = matmul_fn(matmul_n, 4)
-    # bfloat16 models are also measured against a bfloat16 matmul: the fp32 one is not their peak
-    low_precision = [name for name in models if name != "reference" and is_bf16(name)]
-    matmuls = {"matmul": matmul}
-    if low_precision:
-        matmuls["matmul_bf16"] = matmul_fn(matmul_n, 4, "bfloat16")[0]
-    seconds = interleaved({**timed_fns(models), **matmuls}, repeats)
-    # Round 2, one per isolated variant (XLA): built only now, timed against the reference in their own rounds.
-    # Once XLA ran in a process, the bfloat16 model there trained ~2x slower (measured), so it must come last.
-    for variant in (v for v in case.variants if v in ISOLATED_VARIANTS):
-        model = build_variant(case, weights, **VARIANTS[variant])
-        check(variant, model)
-        pair = interleaved(timed_fns({"reference": reference, variant: model}), repeats)
-        for mode in ("infer", "train"):
-            seconds[f"{mode}/{variant}"] = pair[f"{mode}/{variant}"]
-            seconds[f"{mode}/reference@{variant}"] = pair[f"{mode}/reference"]
-        models[variant] = model
 
-    result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch, "precision": precision,
-              "gflops_per_clip": flops_per_clip / 1e9, "checks": checks}
-    matmul_flops_s = matmul_flops / seconds["matmul"]
-    result["matmul_gflops_s"] = matmul_flops_s / 1e9
-    bf16_flops_s = matmul_flops / seconds["matmul_bf16"] if low_precision else None
-    if low_precision:
-        result["matmul_bf16_gflops_s"] = bf16_flops_s / 1e9
-    for mode, batch, factor in (("infer", case.infer_batch, 1), ("train", case.train_batch, TRAIN_FLOPS_FACTOR)):
-        for name in models:
-            clips_s = batch / seconds[f"{mode}/{name}"]
-            result[f"{mode}_{name}_clips_s"] = clips_s
-            result[f"{mode}_{name}_mfu"] = clips_s * flops_per_clip * factor / matmul_flops_s
-            if name in low_precision:
-                result[f"{mode}_{name}_mfu_bf16"] = clips_s * flops_per_clip * factor / bf16_flops_s
-        for name in models:
-            if name != "reference":
-                reference_s = seconds.get(f"{mode}/reference@{name}", seconds[f"{mode}/reference"])
-                result[f"{mode}_{name}_speedup"] = reference_s / seconds[f"{mode}/{name}"]
+    fns = {}
+    for name, m in (("reference", reference), (lever, model)):
+        # Inference: Keras' predict path is a tf.function of model(x, training=False); XLA variants compile it.
+        fn = tf.function(lambda x, m=m: m(x, training=False), jit_compile=bool(m.jit_compile))
+        fns[f"infer/{name}"] = (lambda f=fn: f(x_infer).numpy())
+        fns[f"train/{name}"] = (lambda m=m: m.train_on_batch(x_train, y_train))
+    fns["matmul"], matmul_flops = matmul_fn(matmul_n, 4)
+    if low:   # a bfloat16 model is also measured against a bfloat16 matmul: the fp32 one is not its peak
+        fns["matmul_bf16"] = matmul_fn(matmul_n, 4, "bfloat16")[0]
+    seconds = interleaved(fns, repeats)
+    result = {"precision": "bfloat16" if low else "float32", "matmul_gflops_s": matmul_flops / seconds["matmul"] / 1e9,
+              "checks": {**errors, "top1_agreement": agreement}}
+    if low:
+        result["matmul_bf16_gflops_s"] = matmul_flops / seconds["matmul_bf16"] / 1e9
+    for mode, batch in (("infer", case.infer_batch), ("train", case.train_batch)):
+        for name in ("reference", lever):
+            result[f"{mode}_{name}_clips_s"] = batch / seconds[f"{mode}/{name}"]
+    return result
+
+
+def _lever_in_child(case: ModelCase, lever: str, repeats: int, matmul_n: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.model_speed", "--child",
+           json.dumps({"clip_shape": case.clip_shape, "infer_batch": case.infer_batch,
+                       "train_batch": case.train_batch}),
+           lever, str(repeats), str(matmul_n)]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"model lever {lever} on {case.name} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_case(case: ModelCase, repeats: int, matmul_n: int) -> dict:
+    """Every lever of ``case`` against the reference, each in a fresh child process (see the module docstring)."""
+    from components.trainer import training
+    flops_per_clip = count_flops(training.build_model(training_config(case, precision="float32")), case.clip_shape)
+    result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch,
+              "gflops_per_clip": flops_per_clip / 1e9, "checks": {}}
+    for lever in ("fast", *case.variants):
+        part = _lever_in_child(case, lever, repeats, matmul_n)
+        if lever == "fast":
+            result.update(precision=part["precision"], matmul_gflops_s=part["matmul_gflops_s"])
+        result["checks"].update({f"{lever}_{k}": v for k, v in part["checks"].items()})
+        for mode, factor in (("infer", 1), ("train", TRAIN_FLOPS_FACTOR)):
+            clips_s, reference_s = part[f"{mode}_{lever}_clips_s"], part[f"{mode}_reference_clips_s"]
+            result[f"{mode}_{lever}_clips_s"] = clips_s
+            result[f"{mode}_{lever}_reference_clips_s"] = reference_s
+            result[f"{mode}_{lever}_speedup"] = clips_s / reference_s
+            result[f"{mode}_{lever}_mfu"] = clips_s * flops_per_clip * factor / (part["matmul_gflops_s"] * 1e9)
+            if "matmul_bf16_gflops_s" in part:
+                result["matmul_bf16_gflops_s"] = part["matmul_bf16_gflops_s"]
+                result[f"{mode}_{lever}_mfu_bf16"] = (clips_s * flops_per_clip * factor
+                                                      / (part["matmul_bf16_gflops_s"] * 1e9))
+        if lever == "fast":
+            for mode in ("infer", "train"):
+                result[f"{mode}_reference_clips_s"] = part[f"{mode}_reference_clips_s"]
     logger.info("model %s: %s", case.name, {k: round(v, 3) for k, v in result.items() if isinstance(v, float)})
     return result
 
 
 def run(cases, repeats: int, matmul_n: int) -> dict:
     return {case.name: bench_case(case, repeats, matmul_n) for case in cases}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=4, metavar=("CASE_JSON", "LEVER", "REPEATS", "MATMUL_N"), required=True)
+    args = parser.parse_args()
+    fields = json.loads(args.child[0])
+    child_case = ModelCase(tuple(fields["clip_shape"]), fields["infer_batch"], fields["train_batch"], ())
+    print(json.dumps(bench_lever(child_case, args.child[1], int(args.child[2]), int(args.child[3]))))

@@ -42,7 +42,7 @@ def markdown(results: dict) -> str:
         if "train_bf16_speedup" in r:
             for mode, label in (("train", "training"), ("infer", "inference")):
                 lines.append(_row(f"{label} {clip}, batch {r[f'{mode}_batch']}, opt-in bfloat16 ÷ plain reference",
-                                  f"{r[f'{mode}_bf16_clips_s']:.2f} vs {r[f'{mode}_reference_clips_s']:.2f} clips/s",
+                                  f"{r[f'{mode}_bf16_clips_s']:.2f} vs {r[f'{mode}_bf16_reference_clips_s']:.2f} clips/s",
                                   r[f"{mode}_bf16_speedup"], TARGETS[f"{mode}_speedup"]))
         for mode, label in (("train", "training"), ("infer", "inference")):
             lines.append(_row(f"MFU {label} {clip} ({r['gflops_per_clip']:.2f} GFLOPs/clip"
@@ -91,7 +91,7 @@ def markdown(results: dict) -> str:
                   "| " + " | ".join(d["component_seconds"]) + " | total |",
                   "|" + "---|" * (len(d["component_seconds"]) + 1),
                   "| " + " | ".join(f"{s:.1f}" for s in d["component_seconds"].values()) + f" | {d['total_seconds']:.1f} |"]
-    lines += ["", "Levers, measured in the same run (ratio to the plain reference; > 1 is faster):", "",
+    lines += ["", "Levers, measured in the same run (ratio to the plain reference timed alongside; > 1 is faster):", "",
               "| lever | clip | training | inference | outputs vs reference |", "|---|---|---|---|---|"]
     labels = {"fast": "project defaults: {precision}; inference on 2D kernels with folded batch norm, training on Conv3D",
               "bf16": "project defaults + `precision=\"bfloat16\"` (mixed precision)",
