@@ -53,7 +53,7 @@ class BenchConfig:
 def configs() -> dict[str, BenchConfig]:
     from bench.model_speed import ModelCase
     return {
-        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=2,
+        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=3,
                             beam_modes=("in_memory_1", "multi_processing"), memory_factor=4, input_batch=8,
                             input_batches=40, input_repeats=3, mwms_global_batch=8, mwms_epochs=3, mwms_steps=25,
                             mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
