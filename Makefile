@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# The benchmark table (bench/README.md, bench/results.json); measured 7.5 minutes on 2 cores (budget 15).
+# The benchmark table (bench/README.md, bench/results.json); measured 10.5 minutes on 2 cores (budget 15).
 bench: setup
 	$(PY) -m bench
 
