@@ -11,9 +11,9 @@ from __future__ import annotations
 import struct
 
 import apache_beam as beam
-from isal import isal_zlib
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
+from isal import isal_zlib
 
 LENGTH_HEADER = struct.Struct("<QI")   # uint64 length, uint32 masked crc32c of the length
 DATA_CRC = struct.Struct("<I")         # uint32 masked crc32c of the data
