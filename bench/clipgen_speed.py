@@ -20,14 +20,13 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 
 from bresnet._keras import keras  # noqa: F401  (Keras mode first)
 import tensorflow as tf
 
-from bench.timing import interleaved
+from bench.timing import interleaved, json_child
 
 # The runner is named for clarity. (Beam 2.74's DirectRunner still tries its Prism runner first, named or not: offline
 # that fails at once and it falls back; `--update_compatibility_version` set would skip Prism, not used here.)
@@ -175,11 +174,11 @@ def bench_rate(data_dir: str, work: str, repeats: int, modes=tuple(BEAM_MODES), 
     result["best_mode"] = best
     result["of_decode_limit"] = result[best]["steady_of_decode_limit"]
     ours, stock = out_dir(f"{lever_mode}/{big}"), out_dir(lever)
+    ours_bytes, stock_bytes = _clip_bytes(ours), _clip_bytes(stock)
     result["writer_lever"] = {
         "mode": lever_mode, "dataset": big, "seconds": seconds[f"{lever_mode}/{big}"],
         "baseline_seconds": seconds[lever], "speedup": seconds[lever] / seconds[f"{lever_mode}/{big}"],
-        "bytes": _clip_bytes(ours), "baseline_bytes": _clip_bytes(stock),
-        "size_ratio": _clip_bytes(ours) / _clip_bytes(stock),
+        "bytes": ours_bytes, "baseline_bytes": stock_bytes, "size_ratio": ours_bytes / stock_bytes,
         "same_records": _record_digests(ours) == _record_digests(stock)}
     return result
 
@@ -197,12 +196,7 @@ def _clip_bytes(out: str) -> int:
 
 def peak_rss(data_dir: str, out: str, beam_args: list[str]) -> dict:
     """Runs the ClipGen job in a child process; its peak RSS and that of its own children (Beam workers)."""
-    cmd = [sys.executable, "-m", "bench.clipgen_speed", "--rss-job", data_dir, out, "--", *beam_args]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ClipGen memory job failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_child("bench.clipgen_speed", ["--rss-job", data_dir, out, "--", *beam_args], "ClipGen memory job")
 
 
 def bench_memory(data_dir: str, work: str, factor: int = 4, mode: str = "multi_processing") -> dict:

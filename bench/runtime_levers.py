@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
+
+from bench.timing import json_child
 
 SETTINGS = {
     "default": {},
@@ -57,13 +56,8 @@ def _child(clip_shape: tuple, batch: int, steps: int) -> dict:
 
 
 def _run_child(env_changes: dict, clip_shape, batch: int, steps: int) -> dict:
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **env_changes)
-    cmd = [sys.executable, "-m", "bench.runtime_levers", "--child", json.dumps(list(clip_shape)), str(batch),
-           str(steps)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"runtime lever child {env_changes} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_child("bench.runtime_levers", ["--child", json.dumps(list(clip_shape)), str(batch), str(steps)],
+                      f"runtime lever child {env_changes}", env_changes)
 
 
 def bench_runtime_levers(clip_shape=(16, 112, 112, 3), batch: int = 8, steps: int = 4, repeats: int = 2) -> dict:

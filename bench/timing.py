@@ -1,11 +1,16 @@
 """Side-by-side timing: every figure of the benchmark is a ratio of two timings taken in the same rounds.
 
 The machine is shared (other processes come and go), so alternatives are interleaved A/B/A/B and each one's
-median is taken: a load spike then hits both sides of a ratio instead of one.
+median is taken: a load spike then hits both sides of a ratio instead of one. What must not share a process
+(process-wide settings, levers that slow each other, peak memory) runs in a child through ``json_child``.
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable, Mapping
 
@@ -24,3 +29,14 @@ def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: i
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def json_child(module: str, args: list[str], what: str, env_changes: Mapping[str, str] | None = None) -> dict:
+    """Runs ``python -m module args...`` in a fresh process (Keras mode set, ``env_changes`` added) and returns
+    the JSON object printed on its last stdout line; raises naming ``what`` with the stderr tail on failure."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **(env_changes or {}))
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
