@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 import apache_beam as beam
+import google_crc32c
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 from isal import isal_zlib
@@ -26,7 +27,6 @@ DEFAULT_COMPRESSION_LEVEL = 1
 
 def masked_crc32c(data: bytes) -> int:
     """The TFRecord checksum (crc32c, rotated and offset as in tensorflow/core/lib/hash/crc32c.h)."""
-    import google_crc32c
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -34,7 +34,7 @@ def masked_crc32c(data: bytes) -> int:
 def encode_record(data: bytes) -> bytes:
     """One TFRecord: length, its checksum, the data, the data's checksum."""
     length = _LENGTH.pack(len(data))
-    return length + DATA_CRC.pack(masked_crc32c(length)) + data + DATA_CRC.pack(masked_crc32c(data))
+    return b"".join((length, DATA_CRC.pack(masked_crc32c(length)), data, DATA_CRC.pack(masked_crc32c(data))))
 
 
 def check_compression_level(level: int) -> int:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import struct
 
 import av
 import cv2
 import numpy as np
 import tensorflow as tf
 
+from components.tfrecord_io import encode_record
 from components.video_format import encode_jpeg, make_video_example
 
 LABELS = ["jump", "run", "walk"]      # convert's label map of the CSV below (sorted)
@@ -91,20 +91,13 @@ def not_a_protobuf(seed: int = 0) -> bytes:
     return b"\x0a\xff\xff\xff\x07" + np.random.default_rng(seed).bytes(59)
 
 
-def _masked_crc(data: bytes) -> int:
-    import google_crc32c
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def tfrecord_bytes(records: list[bytes]) -> tuple[bytes, list[int]]:
-    """TFRecord framing of ``records`` and the byte offset where each starts (the format, written by hand so
-    a test can corrupt exact bytes)."""
+    """TFRecord framing of ``records`` (tfrecord_io.encode_record, checked byte for byte against TensorFlow's
+    writer) and the byte offset where each starts, so that a test can corrupt exact bytes."""
     out, offsets = bytearray(), []
     for r in records:
         offsets.append(len(out))
-        length = struct.pack("<Q", len(r))
-        out += length + struct.pack("<I", _masked_crc(length)) + r + struct.pack("<I", _masked_crc(r))
+        out += encode_record(r)
     return bytes(out), offsets
 
 
