@@ -75,7 +75,7 @@ from tfx.utils import io_utils, proto_utils
 
 from components import video_format
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
-                                  enforce_max_rejected_fraction)
+                                  count_outcome, enforce_max_rejected_fraction)
 from components.tfrecord_io import DATA_CRC, LENGTH_HEADER, WriteToGzipTFRecord, masked_crc32c
 
 logger = logging.getLogger(__name__)
@@ -382,13 +382,8 @@ class IngestStatsFn(beam.CombineFn):
         s = acc["inputs"].setdefault(split, _empty_split_stats())
         if kind == "file":
             s["files"] += 1
-        elif reason is None:
-            s["records_in"] += 1
-            s["records_ok"] += 1
         else:
-            s["records_in"] += 1
-            s["rejected"] += 1
-            s["rejected_by_reason"][reason] = s["rejected_by_reason"].get(reason, 0) + 1
+            count_outcome(s, "records", reason)
         return acc
 
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:

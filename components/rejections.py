@@ -11,6 +11,17 @@ def check_max_rejected_fraction(value: float) -> None:
         raise ValueError(f"max_rejected_fraction must be a number in [0, 1], got {value!r}")
 
 
+def count_outcome(stats: dict, unit: str, reason: str | None) -> None:
+    """Counts one input item into a split's stats: ``<unit>_in`` and either ``<unit>_ok`` or (``reason`` given)
+    ``rejected`` and ``rejected_by_reason[reason]``: CombineFn add_input."""
+    stats[f"{unit}_in"] += 1
+    if reason is None:
+        stats[f"{unit}_ok"] += 1
+    else:
+        stats["rejected"] += 1
+        stats["rejected_by_reason"][reason] = stats["rejected_by_reason"].get(reason, 0) + 1
+
+
 def add_split_counts(into: dict, counts: dict) -> None:
     """Adds one split's ``counts`` (numbers, and a ``rejected_by_reason`` dict) into ``into``: CombineFn merging."""
     for key, value in counts.items():

@@ -18,7 +18,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
                                         dead_letter_line, extract_clips, record_id)
-from components.rejections import add_split_counts
+from components.rejections import add_split_counts, count_outcome
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, WriteToGzipTFRecord
 from components.video_format import LabelMap
 
@@ -129,14 +129,10 @@ class SplitStatsFn(beam.CombineFn):
 
     def add_input(self, acc: dict, outcome: tuple) -> dict:
         reason, clips, frames_decoded = outcome
-        acc["videos_in"] += 1
+        count_outcome(acc, "videos", reason)
         if reason is None:
-            acc["videos_ok"] += 1
             acc["clips_out"] += clips
             acc["frames_decoded"] += frames_decoded
-        else:
-            acc["rejected"] += 1
-            acc["rejected_by_reason"][reason] = acc["rejected_by_reason"].get(reason, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
