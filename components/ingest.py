@@ -75,7 +75,7 @@ from tfx.utils import io_utils, proto_utils
 
 from components import video_format
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
-                                  count_outcome, enforce_max_rejected_fraction)
+                                  count_outcome, dead_letter_line, enforce_max_rejected_fraction)
 from components.tfrecord_io import DATA_CRC, LENGTH_HEADER, WriteToGzipTFRecord, masked_crc32c
 
 logger = logging.getLogger(__name__)
@@ -251,11 +251,6 @@ class _Kept:
     data: bytes
 
 
-def dead_letter_line(video_id: str, split: str, reason: str, detail: str, path: str, record_index: int) -> str:
-    """ClipGen's dead-letter fields, plus the file and record number the record came from."""
-    return json.dumps({"video_id": video_id, "split": split, "reason": reason, "detail": detail, "file": path,
-                       "record_index": record_index}, sort_keys=True)
-
 
 def _feature_id(feature) -> str | None:
     kind = feature.WhichOneof("kind")
@@ -328,7 +323,7 @@ class _ReadFileFn(beam.DoFn):
     def _reject(self, video_id, reason, detail, path, index):
         self._rejected[reason].inc()
         yield beam.pvalue.TaggedOutput(_DEAD, (self._split, dead_letter_line(video_id, self._split, reason, detail,
-                                                                             path, index)))
+                                                                             file=path, record_index=index)))
         yield beam.pvalue.TaggedOutput(_OUTCOMES, ("in", self._split, reason))
 
 
@@ -359,8 +354,8 @@ class _DedupeFn(beam.DoFn):
                 yield r.out_split, r.data
                 yield beam.pvalue.TaggedOutput(_OUTCOMES, ("in", split, None))
                 continue
-            yield beam.pvalue.TaggedOutput(_DEAD, (split, dead_letter_line(video_id, split, reason, detail, r.path,
-                                                                           r.index)))
+            yield beam.pvalue.TaggedOutput(_DEAD, (split, dead_letter_line(video_id, split, reason, detail,
+                                                                           file=r.path, record_index=r.index)))
             yield beam.pvalue.TaggedOutput(_OUTCOMES, ("in", split, reason))
 
 

@@ -5,10 +5,19 @@ more than ``max_rejected_fraction`` of a split stops instead of training on scra
 """
 from __future__ import annotations
 
+import json
+
 
 def check_max_rejected_fraction(value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"max_rejected_fraction must be a number in [0, 1], got {value!r}")
+
+
+def dead_letter_line(video_id: str, split: str, reason: str, detail: str, **where) -> str:
+    """One dead-letter JSON line: the item's id, split, reason and what was seen, plus where it came from
+    (``where``: Ingest's file and record index)."""
+    return json.dumps({"video_id": video_id, "split": split, "reason": reason, "detail": detail, **where},
+                      sort_keys=True)
 
 
 def count_outcome(stats: dict, unit: str, reason: str | None) -> None:

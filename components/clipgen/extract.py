@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -209,10 +208,6 @@ def check_frame_headers(video: Video, max_frame_pixels: int) -> None:
         if height * width > max_frame_pixels:
             raise Rejected(FRAME_TOO_LARGE, f"frame {i} is a {width}x{height} {kind} ({height * width} pixels > "
                                             f"max_frame_pixels {max_frame_pixels}); not decoded")
-
-
-def dead_letter_line(video_id: str, split: str, reason: str, detail: str) -> str:
-    return json.dumps({"video_id": video_id, "split": split, "reason": reason, "detail": detail}, sort_keys=True)
 
 
 def record_id(serialized: bytes, keys: VideoKeys = DEFAULT_VIDEO_KEYS) -> str:

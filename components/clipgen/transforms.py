@@ -17,8 +17,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
-                                        dead_letter_line, extract_clips, record_id)
-from components.rejections import add_split_counts, count_outcome
+                                        extract_clips, record_id)
+from components.rejections import add_split_counts, count_outcome, dead_letter_line
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, WriteToGzipTFRecord
 from components.video_format import LabelMap
 
