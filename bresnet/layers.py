@@ -254,18 +254,24 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
     # in about a third of the steps on an AVX512-BF16 CPU, its 2D kernels never did. Float32 training keeps
     # Conv3D: 2D kernels measured 0.7-1.1x its speed there.
 
-    def _convolve_2d(self, inputs):
+    def _spatial_2d(self, inputs):
+        """The spatial (1,kh,kw) convolution (+ its bias) on [B*T, H, W, C]; returns it as [B*T, H', W', M]."""
         dtype = inputs.dtype
         b, t, h, w, c = _dims(inputs)
-        st, sh, sw = self.strides
-        padding = self.padding.upper()
+        _, sh, sw = self.strides
         y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), tf.cast(self.spatial.kernel, dtype)[0],
-                         [1, sh, sw, 1], padding)
+                         [1, sh, sw, 1], self.padding.upper())
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.spatial.bias, dtype))
+        return y
+
+    def _convolve_2d(self, inputs):
+        dtype = inputs.dtype
+        b, t = _dims(inputs)[:2]
+        y = self._spatial_2d(inputs)
         _, h2, w2, m = _dims(y)
         y = tf.nn.conv2d(tf.reshape(y, [b, t, h2 * w2, m]), tf.cast(self.temporal.kernel, dtype)[:, 0],
-                         [1, st, 1, 1], padding)
+                         [1, self.strides[0], 1, 1], self.padding.upper())
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.temporal.bias, dtype))
         return tf.reshape(y, [b, _dims(y)[1], h2, w2, self.filters])
@@ -276,13 +282,11 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
         convolutions) is one Cin x Cout matrix W1 @ W2: fewer FLOPs, one pass over memory."""
         dtype = inputs.dtype
         b, t, h, w, c = _dims(inputs)
-        kt, kh, kw = self.kernel_size
-        st, sh, sw = self.strides
-        padding = self.padding.upper()
-        spatial = tf.cast(self.spatial.kernel, dtype)[0]           # (kh, kw, C, M)
+        kt, st = self.kernel_size[0], self.strides[0]
         temporal = tf.cast(self.temporal.kernel, dtype)[:, 0]      # (kt, 1, M, F)
         if self.kernel_size == (1, 1, 1) and self.strides == (1, 1, 1):
-            kernel = tf.matmul(spatial[0, 0], temporal[0, 0])[None, None]     # (1, 1, C, F)
+            spatial = tf.cast(self.spatial.kernel, dtype)[0, 0, 0]     # (C, M)
+            kernel = tf.matmul(spatial, temporal[0, 0])[None, None]     # (1, 1, C, F)
             bias = None
             if self.use_bias:
                 bias = (tf.matmul(tf.cast(self.spatial.bias, dtype)[None], temporal[0, 0])[0]
@@ -291,9 +295,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
             y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), kernel, 1, "VALID")
             t2, h2, w2 = t, h, w
         else:
-            y = tf.nn.conv2d(tf.reshape(inputs, [b * t, h, w, c]), spatial, [1, sh, sw, 1], padding)
-            if self.use_bias:
-                y = tf.nn.bias_add(y, tf.cast(self.spatial.bias, dtype))
+            y = self._spatial_2d(inputs)
             _, h2, w2, m = _dims(y)
             bias = tf.cast(self.temporal.bias, dtype) if self.use_bias else None
             kernel, bias = self._fold(temporal, bias, dtype)
@@ -301,7 +303,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
                 y = tf.nn.conv2d(y, kernel, 1, "VALID")
                 t2 = t
             else:
-                y = tf.nn.conv2d(tf.reshape(y, [b, t, h2 * w2, m]), kernel, [1, st, 1, 1], padding)
+                y = tf.nn.conv2d(tf.reshape(y, [b, t, h2 * w2, m]), kernel, [1, st, 1, 1], self.padding.upper())
                 t2 = _dims(y)[1]
         y = tf.nn.bias_add(y, bias)
         if self.act is not None:   # on the 4D tensor, next to the convolution: oneDNN fuses the two
