@@ -177,12 +177,12 @@ def resolve_model_dir(path: str) -> tuple[str, str]:
         # A version folder of a base path (…/bresnet/1700000000) is named after its base.
         return stripped, (os.path.basename(parent) if leaf.isdigit() and parent else leaf)
     from components.pusher import existing_versions, latest_version_path
-    versions = existing_versions(stripped)
-    if not versions:
-        raise ConfigError(f"--model {path!r} is neither a SavedModel folder (no saved_model.pb) nor a TF Serving "
-                          "model base path (no numeric version folders)")
     latest = latest_version_path(stripped)
-    if latest is None:
+    if latest is None:   # the listing is repeated only to say why
+        versions = existing_versions(stripped)
+        if not versions:
+            raise ConfigError(f"--model {path!r} is neither a SavedModel folder (no saved_model.pb) nor a TF "
+                              "Serving model base path (no numeric version folders)")
         raise ConfigError(f"--model {path!r}: none of its versions {versions} is complete (no saved_model.pb)")
     return latest, os.path.basename(stripped)
 
