@@ -32,6 +32,7 @@ class BenchConfig:
     name: str
     videos_per_class: int            # demo data for ClipGen (100 = the demo's own dataset)
     clipgen_repeats: int
+    clipgen_factor: int              # steady state from the demo data and this many copies of it
     beam_modes: tuple                # ClipGen's Beam modes timed (bench.clipgen_speed.BEAM_MODES)
     memory_factor: int
     input_batch: int
@@ -53,19 +54,19 @@ class BenchConfig:
 def configs() -> dict[str, BenchConfig]:
     from bench.model_speed import ModelCase
     return {
-        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=3,
+        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=3, clipgen_factor=8,
                             beam_modes=("in_memory_1", "multi_processing"), memory_factor=4, input_batch=8,
                             input_batches=40, input_repeats=3, mwms_global_batch=8, mwms_epochs=3, mwms_steps=25,
                             mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
                             runtime_batch=8, runtime_steps=4, runtime_repeats=4,
-                            model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("bf16", "xla")),
-                                         ModelCase((32, 256, 256, 3), 2, 2, ("bf16",)))),
-        "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1,
+                            model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("float32", "bf16", "xla")),
+                                         ModelCase((32, 256, 256, 3), 2, 2, ("float32", "bf16")))),
+        "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1, clipgen_factor=4,
                             beam_modes=("in_memory_1",), memory_factor=4, input_batch=2,
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
                             mwms_repeats=1, model_repeats=1, matmul_n=256, runtime_clip=(4, 32, 32, 3),
                             runtime_batch=2, runtime_steps=1, runtime_repeats=1,
-                            model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("bf16", "xla")),)),
+                            model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("float32", "bf16", "xla")),)),
     }
 
 
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
     clips_root = os.path.join(work, f"clipgen_{config.beam_modes[-1]}_x1", "clips")
     needs_clips = {"input", "multiworker"} & set(sections)
     if "clipgen" in sections:
-        timed("clipgen", lambda: clipgen_speed.bench_rate(data_dir, work, config.clipgen_repeats, config.beam_modes))
+        timed("clipgen", lambda: clipgen_speed.bench_rate(data_dir, work, config.clipgen_repeats, config.beam_modes,
+                                                                        config.clipgen_factor))
     elif needs_clips and not os.path.isdir(os.path.join(clips_root, "train")):
         clipgen_speed.run_clipgen(data_dir, os.path.dirname(clips_root), clipgen_speed.BEAM_MODES[config.beam_modes[-1]])
     if "memory" in sections:

@@ -3,11 +3,12 @@
 The reference is built here from plain Keras layers (Conv3D (1,k,k) and (t,1,1), BatchNormalization, ReLU,
 pooling, Add, Dense), float32, run as Keras runs any model (a tf.function, no XLA), with every weight copied
 from the project's model. Its outputs must match the project model's (inference and training mode) before any
-time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (float32;
-inference on 2D kernels with folded batch norm, training on Conv3D); variants add one lever each: "bf16"
-(precision="bfloat16") and "xla" (jit_compile=True).
+time is taken. "fast" is the project model as the Trainer builds and compiles it with its defaults (precision
+"auto": bfloat16 on a CPU with AVX512-BF16/AMX, else float32; inference on 2D kernels with folded batch norm);
+variants add one lever each: "float32" and "bf16" (whichever precision the defaults do not already compute in)
+and "xla" (jit_compile=True).
 
-Timing: each lever (the defaults, bfloat16, XLA) runs in a fresh child process (``python -m bench.model_speed
+Timing: each lever (the defaults, each precision, XLA) runs in a fresh child process (``python -m bench.model_speed
 --child``) with its own copy of the reference, alternated with it and the matmuls. In one shared process the
 levers slowed each other: the bfloat16 model trained at 0.33 s a step at 16x112x112 (batch 8) next to the
 reference alone but at 0.63 s once the float32 model, the FLOP count's trace or XLA had run in the same process.
@@ -43,7 +44,8 @@ class ModelCase:
     clip_shape: tuple[int, int, int, int]
     infer_batch: int
     train_batch: int
-    variants: tuple[str, ...] = ("bf16", "xla")    # levers measured besides the project's defaults
+    # Levers measured besides the project's defaults; a precision the defaults already compute in is skipped.
+    variants: tuple[str, ...] = ("float32", "bf16", "xla")
 
     @property
     def name(self) -> str:
@@ -118,7 +120,14 @@ def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---- variants ----------------------------------------------------------------------------------------------
 
-VARIANTS = {"bf16": dict(precision="bfloat16"), "xla": dict(jit_compile=True)}
+VARIANTS = {"float32": dict(precision="float32"), "bf16": dict(precision="bfloat16"), "xla": dict(jit_compile=True)}
+
+
+def levers_to_measure(case: ModelCase) -> list[str]:
+    """"fast" (the defaults) and the case's variants, less a precision variant the defaults already compute in."""
+    from components.trainer import training
+    default = training.compute_precision(training_config(case))
+    return ["fast", *(v for v in case.variants if VARIANTS[v].get("precision") != default)]
 
 
 def training_config(case: ModelCase, **levers):
@@ -230,7 +239,7 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int) -> dict:
     flops_per_clip = count_flops(training.build_model(training_config(case, precision="float32")), case.clip_shape)
     result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch,
               "gflops_per_clip": flops_per_clip / 1e9, "checks": {}}
-    for lever in ("fast", *case.variants):
+    for lever in levers_to_measure(case):
         part = _lever_in_child(case, lever, repeats, matmul_n)
         if lever == "fast":   # the headline rows: the defaults, their precision, matmul and reference
             result.update(precision=part["precision"], matmul_gflops_s=part["matmul_gflops_s"],
@@ -246,6 +255,8 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int) -> dict:
             result[f"{mode}_{lever}_reference_clips_s"] = reference_s
             result[f"{mode}_{lever}_speedup"] = clips_s / reference_s
             result[f"{mode}_{lever}_mfu"] = model_flops_s / (part["matmul_gflops_s"] * 1e9)
+            if lever == "fast":   # the reference's own MFU: 1/MFU bounds any float32 model doing the same FLOPs
+                result[f"{mode}_reference_mfu"] = reference_s * flops_per_clip * factor / (part["matmul_gflops_s"] * 1e9)
             if "matmul_bf16_gflops_s" in part:
                 result[f"{mode}_{lever}_mfu_bf16"] = model_flops_s / (part["matmul_bf16_gflops_s"] * 1e9)
     logger.info("model %s: %s", case.name, {k: round(v, 3) for k, v in result.items() if isinstance(v, float)})

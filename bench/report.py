@@ -21,6 +21,15 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
+PRECISION_LEVERS = ("fast", "float32", "bf16")   # the defaults and the precision lever(s) measured beside them
+
+
+def _precision_lever_name(lever: str, r: dict) -> str:
+    if lever == "fast":
+        return f"project defaults ({r['precision']})"
+    return {"float32": "`precision: float32`", "bf16": "`precision: bfloat16`"}[lever]
+
+
 def _row(what: str, measured: str, ratio: float, target: float | None = None, fmt: str = "{:.2f}x") -> str:
     shown_target = "" if target is None else ("≥ " + fmt.format(target))
     return f"| {what} | {measured} | {fmt.format(ratio)} | {shown_target} | {_mark(ratio, target)} |"
@@ -34,27 +43,38 @@ def markdown(results: dict) -> str:
              "| what | measured (this run) | ratio | target | |", "|---|---|---|---|---|"]
     model = results.get("model", {})
     for clip, r in model.items():
-        for mode, label in (("train", "training"), ("infer", "inference")):
-            batch = r[f"{mode}_batch"]
-            lines.append(_row(f"{label} {clip}, batch {batch}: project model ÷ plain Keras reference",
-                              f"{r[f'{mode}_fast_clips_s']:.2f} vs {r[f'{mode}_reference_clips_s']:.2f} clips/s",
-                              r[f"{mode}_fast_speedup"], TARGETS[f"{mode}_speedup"]))
-        if "train_bf16_speedup" in r:
+        for lever in PRECISION_LEVERS:
+            if f"train_{lever}_speedup" not in r:
+                continue
+            name = _precision_lever_name(lever, r)
             for mode, label in (("train", "training"), ("infer", "inference")):
-                lines.append(_row(f"{label} {clip}, batch {r[f'{mode}_batch']}, opt-in bfloat16 ÷ plain reference",
-                                  f"{r[f'{mode}_bf16_clips_s']:.2f} vs {r[f'{mode}_bf16_reference_clips_s']:.2f} clips/s",
-                                  r[f"{mode}_bf16_speedup"], TARGETS[f"{mode}_speedup"]))
+                batch = r[f"{mode}_batch"]
+                lines.append(_row(f"{label} {clip}, batch {batch}: {name} ÷ plain Keras reference",
+                                  f"{r[f'{mode}_{lever}_clips_s']:.2f} vs {r[f'{mode}_{lever}_reference_clips_s']:.2f} "
+                                  "clips/s", r[f"{mode}_{lever}_speedup"],
+                                  TARGETS[f"{mode}_speedup"] if lever == "fast" else None))
         for mode, label in (("train", "training"), ("infer", "inference")):
-            lines.append(_row(f"MFU {label} {clip} ({r['gflops_per_clip']:.2f} GFLOPs/clip"
-                              f"{', ×3 for training' if mode == 'train' else ''}) ÷ fp32 matmul",
-                              f"{r[f'{mode}_fast_mfu'] * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} "
-                              "GFLOP/s", r[f"{mode}_fast_mfu"], TARGETS[f"{mode}_mfu"], fmt="{:.0%}"))
-        if "matmul_bf16_gflops_s" in r and "train_bf16_mfu_bf16" in r:
+            if f"{mode}_reference_mfu" in r:
+                mfu = r[f"{mode}_reference_mfu"]
+                lines.append(_row(f"{label} {clip}: the plain reference's own MFU; a float32 model doing its FLOPs at "
+                                  f"the fp32 matmul's full rate would be {1 / mfu:.2f}x it, at most",
+                                  f"{mfu * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} GFLOP/s", mfu,
+                                  fmt="{:.0%}"))
+        for lever in PRECISION_LEVERS:
+            if f"train_{lever}_mfu" not in r:
+                continue
+            name = _precision_lever_name(lever, r)
             for mode, label in (("train", "training"), ("infer", "inference")):
-                mfu = r[f"{mode}_bf16_mfu_bf16"]
-                lines.append(_row(f"MFU {label} {clip}, opt-in bfloat16 ÷ bfloat16 matmul (its own peak)",
-                                  f"{mfu * r['matmul_bf16_gflops_s']:.0f} vs {r['matmul_bf16_gflops_s']:.0f} GFLOP/s",
-                                  mfu, fmt="{:.0%}"))
+                flops = f"{r['gflops_per_clip']:.2f} GFLOPs/clip{', ×3 for training' if mode == 'train' else ''}"
+                mfu = r[f"{mode}_{lever}_mfu"]
+                lines.append(_row(f"MFU {label} {clip}, {name} ({flops}) ÷ fp32 matmul",
+                                  f"{mfu * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} GFLOP/s", mfu,
+                                  TARGETS[f"{mode}_mfu"] if lever == "fast" else None, fmt="{:.0%}"))
+                if f"{mode}_{lever}_mfu_bf16" in r:
+                    mfu = r[f"{mode}_{lever}_mfu_bf16"]
+                    lines.append(_row(f"MFU {label} {clip}, {name} ÷ bfloat16 matmul (its own peak)",
+                                      f"{mfu * r['matmul_bf16_gflops_s']:.0f} vs {r['matmul_bf16_gflops_s']:.0f} "
+                                      "GFLOP/s", mfu, fmt="{:.0%}"))
     if "clipgen" in results:
         c = results["clipgen"]
         best = c[c["best_mode"]]
@@ -93,8 +113,9 @@ def markdown(results: dict) -> str:
                   "| " + " | ".join(f"{s:.1f}" for s in d["component_seconds"].values()) + f" | {d['total_seconds']:.1f} |"]
     lines += ["", "Levers, measured in the same run (ratio to the plain reference timed alongside; > 1 is faster):", "",
               "| lever | clip | training | inference | outputs vs reference |", "|---|---|---|---|---|"]
-    labels = {"fast": "project defaults: {precision}; inference on 2D kernels with folded batch norm, training on Conv3D",
-              "bf16": "project defaults + `precision=\"bfloat16\"` (mixed precision)",
+    labels = {"fast": "project defaults: {precision}; inference on 2D kernels with folded batch norm",
+              "float32": "`precision=\"float32\"` (training on Conv3D)",
+              "bf16": "`precision=\"bfloat16\"` (mixed precision, 2D kernels)",
               "xla": "project defaults + XLA `jit_compile=True`"}
     for clip, r in model.items():
         checks = r["checks"]

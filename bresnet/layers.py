@@ -26,6 +26,10 @@ ACTIVATIONS = (None, "relu", "leaky_relu", "hard_swish", "mish")
 PADDINGS = ("same", "valid")
 
 
+# Inference merges a 1x1x1 pair when a clip has at least this many positions per middle channel (see
+# Conv2Plus1D._merge_pays_off).
+MERGE_MIN_POSITIONS_PER_MIDDLE_WIDTH = 16
+
 # Set by :func:`reference_ops`: Conv2Plus1D then computes with its Conv3D sub-layers as they are.
 _REFERENCE_OPS = {"on": False}
 
@@ -284,7 +288,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
         b, t, h, w, c = _dims(inputs)
         kt, st = self.kernel_size[0], self.strides[0]
         temporal = tf.cast(self.temporal.kernel, dtype)[:, 0]      # (kt, 1, M, F)
-        if self.kernel_size == (1, 1, 1) and self.strides == (1, 1, 1):
+        if self._merge_pays_off(t, h, w):
             spatial = tf.cast(self.spatial.kernel, dtype)[0, 0, 0]     # (C, M)
             kernel = tf.matmul(spatial, temporal[0, 0])[None, None]     # (1, 1, C, F)
             bias = None
@@ -309,6 +313,17 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
         if self.act is not None:   # on the 4D tensor, next to the convolution: oneDNN fuses the two
             y = self.act(y)
         return tf.reshape(y, [b, t2, h2, w2, self.filters])
+
+    def _merge_pays_off(self, t, h, w) -> bool:
+        """Merge a 1x1x1 pair into one C x F matrix only where the clip has far more positions than the pair's
+        middle width: the merged product W1 @ W2 costs C*M*F multiply-adds on every call, about M / positions
+        of the pair's own work per clip (their FLOPs are equal by construction, ``middle_width``), and only
+        saves a pass over the middle tensor. At block3's 4x4x4 positions the product cost more than it saved."""
+        if self.kernel_size != (1, 1, 1) or self.strides != (1, 1, 1):
+            return False
+        if not all(isinstance(d, int) for d in (t, h, w)):
+            return False
+        return t * h * w >= MERGE_MIN_POSITIONS_PER_MIDDLE_WIDTH * self.middle_filters
 
     def _fold(self, kernel, bias, dtype):
         """Batch norm folded into the convolution: kernel * s and (bias - mean) * s + beta, s = gamma/std."""

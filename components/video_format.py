@@ -8,6 +8,7 @@ self-describing (shape travels with the bytes) and decodable in-graph with ``tf.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Iterable, Sequence
 
@@ -59,15 +60,23 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG (or PNG) bytes -> uint8 [H, W, 3] RGB. Grayscale and RGBA are converted to RGB.
+def decode_jpeg_bgr(data: bytes) -> np.ndarray:
+    """JPEG (or PNG) bytes -> contiguous uint8 [H, W, 3] in OpenCV's BGR order. Grayscale and RGBA become 3
+    channels. For OpenCV work on the frame before :func:`decode_jpeg`'s RGB view: cv2 on that reversed-channel
+    view first copies it (ClipGen's resize took 1.4x as long).
 
     Raises ValueError on bytes that are not a decodable image."""
     import cv2
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # always 3 channels BGR
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None:
         raise ValueError("frame is not a decodable JPEG/PNG image")
-    return arr[:, :, ::-1]
+    return arr
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG (or PNG) bytes -> uint8 [H, W, 3] RGB (a view of the BGR decode). Raises ValueError as
+    :func:`decode_jpeg_bgr`."""
+    return decode_jpeg_bgr(data)[:, :, ::-1]
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
@@ -217,10 +226,41 @@ class ClipKeys:
     CLIP_INDEX = "clip/index"              # int64
 
 
+_DT_UINT8 = 4   # tensorflow/core/framework/types.proto
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    """A protobuf field of wire type 2 (bytes or an embedded message)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+@functools.lru_cache(maxsize=64)
+def _tensor_proto_prefix(shape: tuple[int, ...]) -> bytes:
+    """A uint8 TensorProto up to its content bytes: dtype = 1; tensor_shape = 2, its dims = 2 each {size = 1};
+    the tag and length of tensor_content = 4. proto3 leaves out zeros and empty bytes."""
+    dims = b"".join(_length_delimited(2, _varint(1 << 3) + _varint(n) if n else b"") for n in shape)
+    size = int(np.prod(shape))
+    content_header = _varint(4 << 3 | 2) + _varint(size) if size else b""
+    return _varint(1 << 3) + _varint(_DT_UINT8) + _length_delimited(2, dims) + content_header
+
+
 def serialize_frames(frames: np.ndarray) -> bytes:
+    """uint8 [T, H, W, 3] -> a serialized TensorProto (what ``tf.io.parse_tensor`` reads).
+
+    Written here from tensor.proto's wire format, byte-identical to ``tf.make_tensor_proto(frames)
+    .SerializeToString()`` (tested), whose Python-side checks took ~13 us of ClipGen's ~270 us per demo clip."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"clip frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    return tf.make_tensor_proto(frames).SerializeToString()
+    return _tensor_proto_prefix(frames.shape) + frames.tobytes()
 
 
 def make_clip_example(frames: np.ndarray, label: str, video_id: str, clip_index: int) -> tf.train.Example:

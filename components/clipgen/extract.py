@@ -14,7 +14,7 @@ import numpy as np
 from components import clip_sampling
 from components.clip_sampling import check_int
 from components.video_format import (DEFAULT_VIDEO_KEYS, LabelMap, Video, VideoKeys, VideoRecordError,
-                                     decode_jpeg, image_header, make_clip_example, parse_video)
+                                     decode_jpeg_bgr, image_header, make_clip_example, parse_video)
 
 # Why a video was rejected: a closed set, so per-reason counters stay few and dashboards stay stable.
 UNPARSABLE_RECORD = "unparsable_record"     # not a SequenceExample, or no frames feature list
@@ -232,10 +232,11 @@ def _parse(serialized: bytes, keys: VideoKeys) -> Video:
 
 
 def _decode_and_resize(video: Video, indices: list[int], config: ClipGenConfig) -> tuple[dict[int, np.ndarray], int]:
-    """Decode each needed frame once and resize it for the crop.
+    """Decode each needed frame once and resize it for the crop; frames come back RGB.
 
     The resize target comes from the first needed frame; a frame of another size is resized to that same target
-    (so all frames of a clip stack), and counted."""
+    (so all frames of a clip stack), and counted. Frames are resized in the decoder's BGR order (per channel, so
+    the same pixels), then made contiguous RGB: OpenCV and np.stack on a reversed-channel view copy it slowly."""
     import cv2
     frames: dict[int, np.ndarray] = {}
     target = None
@@ -243,7 +244,7 @@ def _decode_and_resize(video: Video, indices: list[int], config: ClipGenConfig) 
     mismatched = 0
     for i in indices:
         try:
-            frame = decode_jpeg(video.jpeg_frames[i])
+            frame = decode_jpeg_bgr(video.jpeg_frames[i])
         except ValueError as exc:
             raise Rejected(UNDECODABLE_FRAME, f"frame {i}: {exc}") from None
         if target is None:
@@ -256,5 +257,5 @@ def _decode_and_resize(video: Video, indices: list[int], config: ClipGenConfig) 
             shrinking = frame.shape[0] * frame.shape[1] > target[0] * target[1]
             frame = cv2.resize(frame, (target[1], target[0]),
                                interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        frames[i] = frame
+        frames[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     return frames, mismatched

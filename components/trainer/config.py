@@ -62,10 +62,11 @@ class TrainingConfig:
     max_restarts: int = 0
     # Speed levers, measured by `make bench` (bench/README.md); the defaults are what won on CPU.
     jit_compile: bool = False           # XLA for the train step: about 2x slower than oneDNN's kernels on CPU
-    # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32), ~2x faster training at
-    # 16x112x112 on a CPU with AVX512-BF16, but 2.4 points less demo accuracy on average over 3 paired seeds
-    # (bench/README.md), hence not the default; "auto": bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU.
-    precision: str = "float32"
+    # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32): 1.5-1.9x faster training
+    # and ~2x faster inference at 16x112x112 on a CPU with AVX512-BF16, demo accuracy within the seed-to-seed
+    # spread (bench/README.md). "auto" (the default): bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU,
+    # float32 elsewhere. The serving export computes in the same precision.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         # Accept lists (JSON) but store tuples so the config stays hashable and immutable.

@@ -52,6 +52,20 @@ def test_folded_layer_matches_conv3d_then_batch_norm(kernel, strides, padding, u
     np.testing.assert_allclose(layer(x, training=True).numpy(), expected_frozen, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("clip, merged", [((2, 5, 9, 8, 16), True), ((2, 2, 3, 3, 16), False)])
+def test_a_1x1x1_pair_is_merged_only_where_a_clip_has_many_positions_per_middle_channel(clip, merged):
+    # 16 -> 12 channels: middle width 7, so merging needs 16 * 7 = 112 positions per clip (360 vs 18 here).
+    layer = Conv2Plus1D(12, 1, use_bias=False, normalization="batch_norm", activation="relu")
+    x = tf.random.stateless_normal(clip, seed=(4, 5))
+    layer.build(x.shape)
+    _move_statistics(layer)
+    assert layer.middle_filters == 7 and layer._merge_pays_off(*clip[1:4]) is merged
+    assert not layer._merge_pays_off(None, 9, 8)   # unknown sizes: no merge
+    with reference_ops():
+        expected = layer(x, training=False).numpy()
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("clip", [(2, 8, 32, 32, 3), (1, 3, 33, 47, 3)])
 def test_model_outputs_and_gradients_match_the_reference_ops(clip):
     keras.utils.set_random_seed(0)

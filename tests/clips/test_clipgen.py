@@ -110,6 +110,24 @@ def test_frames_of_different_sizes_are_resized_to_one_shape():
     assert all(parse_clip(c)["frames"].shape == (4, 16, 16, 3) for c in result.clips)
 
 
+def test_clip_pixels_are_the_rgb_frames_area_resized_then_cropped():
+    # Colour texture and a non-integer scale (77x90 -> short side 16): ClipGen resizes in the decoder's BGR order,
+    # which must give exactly the pixels of resizing the RGB frame.
+    import cv2
+    from components import clip_sampling
+    from components.video_format import decode_jpeg
+    rng = np.random.default_rng(3)
+    jpegs = [encode_jpeg(rng.integers(0, 256, (77, 90, 3), dtype=np.uint8)) for _ in range(6)]
+    config = make_config(frame_stride=1, clips_per_video_eval=1)
+    [clip] = run_extract(video_record("texture", frames_jpeg=jpegs), "eval", config).clips
+    window = clip_sampling.sample_windows("eval", 6, 4, 1, 1, 0)[0]
+    height, width = clip_sampling.resized_shape(77, 90, config.short_side, 16, 16)
+    box = clip_sampling.crop_box("eval", height, width, 16, 16, 0, 0)
+    expected = np.stack([cv2.resize(decode_jpeg(jpegs[i]), (width, height), interpolation=cv2.INTER_AREA)
+                         [box.top:box.top + 16, box.left:box.left + 16] for i in window.frames])
+    np.testing.assert_array_equal(parse_clip(clip)["frames"], expected)
+
+
 def test_record_with_only_a_label_index_maps_through_the_label_map():
     record = video_record("by-index", label=None, label_index=1)
     assert {parse_clip(c)["label"] for c in run_extract(record, "eval", make_config()).clips} == {"b"}

@@ -74,3 +74,29 @@ def test_record_without_frames_names_the_source():
         video_format.parse_video(seq.SerializeToString(), source="shard-3")
     with pytest.raises(video_format.VideoRecordError, match="not a tf.train.SequenceExample"):
         video_format.parse_video(b"\xff\x00garbage", source="shard-3")
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32, 3), (1, 1, 1, 3), (3, 17, 200, 3), (0, 4, 4, 3), (2, 0, 5, 3)])
+def test_serialize_frames_is_byte_identical_to_tensorflow(shape):
+    frames = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    for clip in (frames, frames[:, :, ::-1]):   # a strided view serializes in C order too
+        ours = video_format.serialize_frames(clip)
+        assert ours == tf.make_tensor_proto(clip).SerializeToString()
+        np.testing.assert_array_equal(tf.io.parse_tensor(ours, tf.uint8).numpy(), clip)
+
+
+def test_serialize_frames_rejects_non_clip_arrays():
+    with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\].*float32"):
+        video_format.serialize_frames(np.zeros((2, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\]"):
+        video_format.serialize_frames(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_bgr_decode_is_contiguous_and_the_rgb_decode_is_its_channel_reversal():
+    frame = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    data = video_format.encode_jpeg(frame)
+    bgr = video_format.decode_jpeg_bgr(data)
+    assert bgr.flags["C_CONTIGUOUS"] and bgr.shape == (24, 40, 3)
+    np.testing.assert_array_equal(video_format.decode_jpeg(data), bgr[:, :, ::-1])
+    with pytest.raises(ValueError, match="not a decodable"):
+        video_format.decode_jpeg_bgr(b"\xff\xd8 not really a jpeg")

@@ -1,4 +1,5 @@
 """TrainingConfig/TrainingJob validation and JSON, TF_CONFIG parsing, launcher registry, fault hook."""
+import dataclasses
 import json
 
 import pytest
@@ -118,5 +119,18 @@ def test_bfloat16_precision_builds_a_mixed_model_with_float32_weights_and_output
     import numpy as np
     logits = model(np.zeros((1, 4, 16, 16, 3), np.float32), training=False)
     assert logits.dtype.name == "float32" and logits.shape == (1, len(LABELS))   # logits/loss stay float32
-    plain = build_model(TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3)))
+    plain = build_model(TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3), precision="float32"))
     assert all(layer.compute_dtype == "float32" for layer in plain.layers)
+
+
+def test_auto_precision_is_the_default_and_is_bfloat16_only_on_a_cpu_with_bfloat16(monkeypatch):
+    from components.trainer import training
+    config = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3))
+    assert config.precision == "auto"
+    flags = open("/proc/cpuinfo").read()
+    assert training.cpu_has_bfloat16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
+    assert training.compute_precision(config) == "bfloat16"      # no GPU on these machines
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
+    assert training.compute_precision(config) == "float32"
+    assert training.compute_precision(dataclasses.replace(config, precision="float32")) == "float32"
