@@ -44,6 +44,7 @@ class BenchConfig:
     mwms_repeats: int
     model_cases: tuple
     model_repeats: int
+    model_child_runs: int            # child processes per model lever, best rate kept (bench/model_speed.py)
     matmul_n: int
     runtime_clip: tuple             # bench.runtime_levers: clip shape, batch, timed steps, repeats
     runtime_batch: int
@@ -54,14 +55,14 @@ class BenchConfig:
 def configs() -> dict[str, BenchConfig]:
     from bench.model_speed import ModelCase
     return {
-        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=3, clipgen_factor=8,
+        "full": BenchConfig("full", videos_per_class=100, clipgen_repeats=2, clipgen_factor=8, model_child_runs=3,
                             beam_modes=("in_memory_1", "multi_processing"), memory_factor=4, input_batch=8,
                             input_batches=40, input_repeats=3, mwms_global_batch=8, mwms_epochs=3, mwms_steps=25,
                             mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
-                            runtime_batch=8, runtime_steps=4, runtime_repeats=4,
+                            runtime_batch=8, runtime_steps=4, runtime_repeats=2,
                             model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("float32", "bf16", "xla")),
                                          ModelCase((32, 256, 256, 3), 2, 2, ("float32", "bf16")))),
-        "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1, clipgen_factor=4,
+        "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1, clipgen_factor=4, model_child_runs=1,
                             beam_modes=("in_memory_1",), memory_factor=4, input_batch=2,
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
                             mwms_repeats=1, model_repeats=1, matmul_n=256, runtime_clip=(4, 32, 32, 3),
@@ -141,7 +142,8 @@ def main(argv=None) -> int:
             os.path.join(clips_root, "train"), os.path.join(clips_root, "eval"), graph, labels, clip_shape, work,
             config.mwms_global_batch, config.mwms_epochs, config.mwms_steps, config.mwms_repeats))
     if "model" in sections:
-        timed("model", lambda: model_speed.run(config.model_cases, config.model_repeats, config.matmul_n))
+        timed("model", lambda: model_speed.run(config.model_cases, config.model_repeats, config.matmul_n,
+                                                            config.model_child_runs))
     if "runtime" in sections:
         timed("runtime", lambda: runtime_levers.bench_runtime_levers(config.runtime_clip, config.runtime_batch,
                                                                      config.runtime_steps, config.runtime_repeats))

@@ -131,7 +131,7 @@ def markdown(results: dict) -> str:
         for name, values in r["settings"].items():
             if name != "default":
                 env = " ".join(f"`{k}={v}`" for k, v in values["env"].items())
-                lines.append(f"| {env} ({name}), project defaults ({r['precision']}), batch {r['batch']} | {r['clip']} "
+                lines.append(f"| {env} ({name}), project model in {r['precision']}, batch {r['batch']} | {r['clip']} "
                              f"| {values['train_vs_default']:.2f}x | {values['infer_vs_default']:.2f}x | ratio to TF's "
                              "defaults (own process each, alternated), not to the reference |")
     if "clipgen" in results:

@@ -1,7 +1,8 @@
 """Process-wide runtime levers: TF's thread pools and oneDNN, each in its own process (they are fixed at start-up).
 
-Every setting runs the project model (as the Trainer builds and compiles it) in a child process
-(``python -m bench.runtime_levers --child``) that times training steps and inference batches after a warm-up and
+Every setting runs the project model (as the Trainer builds and compiles it, in float32: TF's Eigen kernels
+have no fast bfloat16 path, so "oneDNN off" would only say that bfloat16 then falls back to emulation) in a child
+process (``python -m bench.runtime_levers --child``) that times training steps and inference batches after a warm-up and
 prints them as JSON. Settings alternate (A/B/C/A/B/C) and each one's median is divided by the default's, so a
 load spike hits every side. What is varied:
 
@@ -33,7 +34,7 @@ def _child(clip_shape: tuple, batch: int, steps: int) -> dict:
     from bench.model_speed import ModelCase, training_config
     from components.trainer import training
     case = ModelCase(clip_shape, batch, batch, ())
-    config = training_config(case)
+    config = training_config(case, precision="float32")
     model = training.build_model(config)
     training.compile_model(model, config)
     rng = np.random.default_rng(0)

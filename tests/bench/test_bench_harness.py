@@ -74,3 +74,13 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
     assert "STALE TABLE" not in text
     for words in ("training 4x32x32", "inference 4x32x32", "MFU", "ClipGen", "MWMS", "peak RSS", "XLA"):
         assert words in text, words
+
+
+def test_best_of_keeps_each_rate_at_its_best_run_and_the_rest_from_the_first():
+    from bench.model_speed import best_of
+    runs = [{"precision": "bfloat16", "train_fast_clips_s": 12.6, "train_reference_clips_s": 12.6,
+             "matmul_gflops_s": 450.0, "checks": {"top1_agreement": 1.0}},
+            {"precision": "bfloat16", "train_fast_clips_s": 21.0, "train_reference_clips_s": 6.3,
+             "matmul_gflops_s": 470.0, "checks": {"top1_agreement": 0.9}}]
+    assert best_of(runs) == {"precision": "bfloat16", "train_fast_clips_s": 21.0, "train_reference_clips_s": 12.6,
+                             "matmul_gflops_s": 470.0, "checks": {"top1_agreement": 1.0}}
