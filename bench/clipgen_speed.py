@@ -7,8 +7,9 @@
   whole-job rate includes a fixed start-up (Beam, worker processes, TF imports) that dominates at demo size,
   so the steady-state rate is the difference of the two, (frames_Nx - frames_1x) / (seconds_Nx - seconds_1x):
   what each further video costs. (With 4 copies that difference was only ~1.6 s of a 10 s job, and the
-  steady-state figure moved between 37% and 67% of the decode limit from run to run.) The lever row: ClipGen's clip writer (ISA-L gzip, components.tfrecord_io) against Beam's stock
-  ``WriteToTFRecord`` (zlib level 6) in the same job, records compared.
+  steady-state figure moved between 37% and 67% of the decode limit from run to run.) The lever row:
+  ClipGen's clip writer (ISA-L gzip, components.tfrecord_io) against Beam's stock ``WriteToTFRecord``
+  (zlib level 6) in the same job, records compared.
 * memory: the same Beam job in a child process (``python -m bench.clipgen_speed --rss-job``) on the dataset
   and on 4 copies of it; peak of the summed RSS of the job process and its Beam worker processes (sampled).
   Streaming ClipGen must stay flat.

@@ -242,7 +242,7 @@ def _lever_in_child(case: ModelCase, lever: str, repeats: int, matmul_n: int) ->
 def best_of(parts: list[dict]) -> dict:
     """One child's result with every rate (clips/s, GFLOP/s) replaced by its best over ``parts``."""
     best = dict(parts[0])
-    for key, value in parts[0].items():
+    for key in parts[0]:
         if key.endswith(("_clips_s", "_gflops_s")):
             best[key] = max(part[key] for part in parts)
     return best
@@ -262,8 +262,10 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int, child_runs: int = 1
             result.update(precision=part["precision"], matmul_gflops_s=part["matmul_gflops_s"],
                           infer_reference_clips_s=part["infer_reference_clips_s"],
                           train_reference_clips_s=part["train_reference_clips_s"])
+        # Each lever's MFU divides by the matmuls timed in its own child, so their rates are kept per lever.
+        result[f"{lever}_matmul_gflops_s"] = part["matmul_gflops_s"]
         if "matmul_bf16_gflops_s" in part:
-            result["matmul_bf16_gflops_s"] = part["matmul_bf16_gflops_s"]
+            result[f"{lever}_matmul_bf16_gflops_s"] = part["matmul_bf16_gflops_s"]
         result["checks"].update({f"{lever}_{k}": v for k, v in part["checks"].items()})
         for mode, factor in (("infer", 1), ("train", TRAIN_FLOPS_FACTOR)):
             clips_s, reference_s = part[f"{mode}_{lever}_clips_s"], part[f"{mode}_reference_clips_s"]

@@ -21,6 +21,7 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
+MODES = (("train", "training"), ("infer", "inference"))
 PRECISION_LEVERS = ("fast", "float32", "bf16")   # the defaults and the precision lever(s) measured beside them
 
 
@@ -47,13 +48,13 @@ def markdown(results: dict) -> str:
             if f"train_{lever}_speedup" not in r:
                 continue
             name = _precision_lever_name(lever, r)
-            for mode, label in (("train", "training"), ("infer", "inference")):
+            for mode, label in MODES:
                 batch = r[f"{mode}_batch"]
                 lines.append(_row(f"{label} {clip}, batch {batch}: {name} ÷ plain Keras reference",
                                   f"{r[f'{mode}_{lever}_clips_s']:.2f} vs {r[f'{mode}_{lever}_reference_clips_s']:.2f} "
                                   "clips/s", r[f"{mode}_{lever}_speedup"],
                                   TARGETS[f"{mode}_speedup"] if lever == "fast" else None))
-        for mode, label in (("train", "training"), ("infer", "inference")):
+        for mode, label in MODES:
             if f"{mode}_reference_mfu" in r:
                 mfu = r[f"{mode}_reference_mfu"]
                 lines.append(_row(f"{label} {clip}: the plain reference's own MFU; a float32 model doing its FLOPs at "
@@ -64,17 +65,17 @@ def markdown(results: dict) -> str:
             if f"train_{lever}_mfu" not in r:
                 continue
             name = _precision_lever_name(lever, r)
-            for mode, label in (("train", "training"), ("infer", "inference")):
+            for mode, label in MODES:
                 flops = f"{r['gflops_per_clip']:.2f} GFLOPs/clip{', ×3 for training' if mode == 'train' else ''}"
                 mfu = r[f"{mode}_{lever}_mfu"]
+                matmul = r[f"{lever}_matmul_gflops_s"]
                 lines.append(_row(f"MFU {label} {clip}, {name} ({flops}) ÷ fp32 matmul",
-                                  f"{mfu * r['matmul_gflops_s']:.0f} vs {r['matmul_gflops_s']:.0f} GFLOP/s", mfu,
+                                  f"{mfu * matmul:.0f} vs {matmul:.0f} GFLOP/s", mfu,
                                   TARGETS[f"{mode}_mfu"] if lever == "fast" else None, fmt="{:.0%}"))
                 if f"{mode}_{lever}_mfu_bf16" in r:
-                    mfu = r[f"{mode}_{lever}_mfu_bf16"]
+                    mfu, matmul = r[f"{mode}_{lever}_mfu_bf16"], r[f"{lever}_matmul_bf16_gflops_s"]
                     lines.append(_row(f"MFU {label} {clip}, {name} ÷ bfloat16 matmul (its own peak)",
-                                      f"{mfu * r['matmul_bf16_gflops_s']:.0f} vs {r['matmul_bf16_gflops_s']:.0f} "
-                                      "GFLOP/s", mfu, fmt="{:.0%}"))
+                                      f"{mfu * matmul:.0f} vs {matmul:.0f} GFLOP/s", mfu, fmt="{:.0%}"))
     if "clipgen" in results:
         c = results["clipgen"]
         best = c[c["best_mode"]]

@@ -1,9 +1,9 @@
 """Process-wide runtime levers: TF's thread pools and oneDNN, each in its own process (they are fixed at start-up).
 
 Every setting runs the project model (as the Trainer builds and compiles it, in float32: TF's Eigen kernels
-have no fast bfloat16 path, so "oneDNN off" would only say that bfloat16 then falls back to emulation) in a child
-process (``python -m bench.runtime_levers --child``) that times training steps and inference batches after a warm-up and
-prints them as JSON. Settings alternate (A/B/C/A/B/C) and each one's median is divided by the default's, so a
+have no fast bfloat16 path, so "oneDNN off" would only say that bfloat16 then falls back to emulation) in a
+child process (``python -m bench.runtime_levers --child``) that times training steps and inference batches after
+a warm-up and prints them as JSON. Settings alternate (A/B/C/A/B/C) and each one's median is divided by the default's, so a
 load spike hits every side. What is varied:
 
 * ``TF_NUM_INTEROP_THREADS=1``: one op at a time (the default runs as many ops at once as there are cores, each

@@ -283,7 +283,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
     def _folded(self, inputs):
         """Inference with batch norm: the moving statistics folded into the temporal kernel and a bias, so that
         oneDNN runs convolution + bias + activation as one fused op; a 1x1x1 pair (nothing between its two
-        convolutions) is one Cin x Cout matrix W1 @ W2: fewer FLOPs, one pass over memory."""
+        convolutions) becomes one Cin x Cout matrix W1 @ W2 where :meth:`_merge_pays_off`: one pass over memory."""
         dtype = inputs.dtype
         b, t, h, w, c = _dims(inputs)
         kt, st = self.kernel_size[0], self.strides[0]
