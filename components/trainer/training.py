@@ -87,8 +87,16 @@ def load_model_builder(path: str = DEFAULT_MODEL_BUILDER) -> Callable:
     return getattr(importlib.import_module(module_name), attr)
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA, oneDNN docs "CPU Dispatcher Control") below which it has no native
+# bfloat16 convolution: capping the ISA there makes oneDNN emulate bfloat16, several times slower than float32.
+_ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_bfloat16() -> bool:
-    """AVX512-BF16 or AMX on this (Linux) CPU: bfloat16 convolutions then run at about twice the float32 rate."""
+    """AVX512-BF16 or AMX on this (Linux) CPU, and oneDNN not capped below them: bfloat16 convolutions then run
+    at about twice the float32 rate."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()

@@ -128,7 +128,10 @@ def test_auto_precision_is_the_default_and_is_bfloat16_only_on_a_cpu_with_bfloat
     config = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3))
     assert config.precision == "auto"
     flags = open("/proc/cpuinfo").read()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert training.cpu_has_bfloat16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")          # oneDNN capped below native bfloat16
+    assert training.cpu_has_bfloat16() is False
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
     assert training.compute_precision(config) == "bfloat16"      # no GPU on these machines
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
