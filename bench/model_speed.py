@@ -130,10 +130,14 @@ VARIANTS = {"float32": dict(precision="float32"), "bf16": dict(precision="bfloat
 
 
 def levers_to_measure(case: ModelCase) -> list[str]:
-    """"fast" (the defaults) and the case's variants, less a precision variant the defaults already compute in."""
-    from components.trainer import training
-    default = training.compute_precision(training_config(case))
-    return ["fast", *(v for v in case.variants if VARIANTS[v].get("precision") != default)]
+    """"fast" (the defaults) and the case's variants, less a precision variant the defaults already compute in,
+    and less bfloat16 where the CPU (or a oneDNN ISA cap such as ONEDNN_MAX_CPU_ISA=AVX2) has no native bfloat16:
+    there oneDNN would emulate it or, under a cap on a bfloat16 CPU, abort the convolution."""
+    from components.trainer import precision
+    default = precision.compute_precision(training_config(case))
+    native_bf16 = precision.cpu_has_bfloat16()
+    return ["fast", *(v for v in case.variants if VARIANTS[v].get("precision") != default
+                      and (native_bf16 or VARIANTS[v].get("precision") != "bfloat16"))]
 
 
 def training_config(case: ModelCase, **levers):
@@ -144,7 +148,7 @@ def training_config(case: ModelCase, **levers):
 
 def build_variant(case: ModelCase, weights, **levers) -> keras.Model:
     """The Trainer's model and compile step (components.trainer.training) with the given levers."""
-    from components.trainer import training
+    from components.trainer import precision, training
     config = training_config(case, **levers)
     model = training.build_model(config)
     model.set_weights(weights)
@@ -154,7 +158,7 @@ def build_variant(case: ModelCase, weights, **levers) -> keras.Model:
 
 def compile_like_trainer(model: keras.Model, case: ModelCase) -> None:
     """The Trainer's optimizer, loss and metrics, without XLA (the reference takes no compilation tricks)."""
-    from components.trainer import training
+    from components.trainer import precision, training
     training.compile_model(model, training_config(case, precision="float32"))
 
 
@@ -180,7 +184,7 @@ def matmul_fn(n: int, times: int, dtype: str = "float32"):
 def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: int = 0) -> dict:
     """The plain reference against the project model with one lever ("fast": the defaults), in this process."""
     keras.utils.set_random_seed(seed)
-    from components.trainer import training
+    from components.trainer import precision, training
     # Weights come from a float32 build (the reference is float32); the lever's model gets the same ones.
     source = training.build_model(training_config(case, precision="float32"))
     randomize_batch_norm(source, seed)
@@ -188,7 +192,7 @@ def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: 
     reference = build_reference(source, case.clip_shape)
     levers = {} if lever == "fast" else VARIANTS[lever]
     model = build_variant(case, weights, **levers)
-    low = training.compute_precision(training_config(case, **levers)) == "bfloat16"
+    low = precision.compute_precision(training_config(case, **levers)) == "bfloat16"
 
     rng = np.random.default_rng(seed)
     x_infer = tf.constant(rng.normal(size=(case.infer_batch, *case.clip_shape)).astype("float32"))
@@ -251,7 +255,7 @@ def best_of(parts: list[dict]) -> dict:
 def bench_case(case: ModelCase, repeats: int, matmul_n: int, child_runs: int = 1) -> dict:
     """Every lever of ``case`` against the reference, each in ``child_runs`` fresh child processes (see the module
     docstring)."""
-    from components.trainer import training
+    from components.trainer import precision, training
     flops_per_clip = count_flops(training.build_model(training_config(case, precision="float32")), case.clip_shape)
     result = {"clip": case.name, "infer_batch": case.infer_batch, "train_batch": case.train_batch,
               "gflops_per_clip": flops_per_clip / 1e9, "checks": {}}

@@ -32,7 +32,7 @@ def _child(clip_shape: tuple, batch: int, steps: int) -> dict:
     import numpy as np
 
     from bench.model_speed import ModelCase, training_config
-    from components.trainer import training
+    from components.trainer import precision, training
     case = ModelCase(clip_shape, batch, batch, ())
     config = training_config(case, precision="float32")
     model = training.build_model(config)
@@ -53,7 +53,7 @@ def _child(clip_shape: tuple, batch: int, steps: int) -> dict:
         infer(x).numpy()
     infer_s = (time.perf_counter() - start) / (steps * 2)
     return {"train_clips_s": batch / train_s, "infer_clips_s": batch / infer_s,
-            "precision": training.compute_precision(config)}
+            "precision": precision.compute_precision(config)}
 
 
 def _run_child(env_changes: dict, clip_shape, batch: int, steps: int) -> dict:

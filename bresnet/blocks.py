@@ -9,7 +9,7 @@ from bresnet._keras import keras
 from bresnet.layers import PACKAGE, Conv2Plus1D, StoredConfigMixin, conv_output_length, positive_int, triple
 
 EXPANSION = 4  # output width = filters * EXPANSION
-REDUCTION = 4  # bottleneck width = filters // REDUCTION
+REDUCTION = 4  # bottleneck width = max(filters // REDUCTION, 1), as in the seed
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -18,7 +18,8 @@ class BottleneckResidual2Plus1DD(StoredConfigMixin, keras.layers.Layer):
 
     Widths (they follow the seed's parameter table, which is the ground truth): with ``filters = F`` the
     main path is 1×1×1 → F//4, 3×3×3 → F//4, 1×1×1 → 4F, so the bottleneck is 16× narrower than the
-    output (e.g. F=64: 16 → 16 → 256). Every convolution, the 1×1×1 ones included, is a ``Conv2Plus1D``:
+    output (e.g. F=64: 16 → 16 → 256). As in the seed, F of 1 to 3 gives a bottleneck of width 1
+    (``max(F // 4, 1)``) and still 4F output channels. Every convolution, the 1×1×1 ones included, is a ``Conv2Plus1D``:
     a 1×1×1 one is then two stacked 1×1×1 convolutions with a middle width of ceil(Cin·Cout/(Cin+Cout)),
     which is what makes the table's counts (block: 1,040 + 6,912 + 4,352 + 16,640 = 28,944) come out.
 
@@ -33,8 +34,6 @@ class BottleneckResidual2Plus1DD(StoredConfigMixin, keras.layers.Layer):
 
     def __init__(self, filters: int, strides: int | Sequence[int] = (1, 1, 1), **kwargs):
         filters = positive_int(filters, "filters")
-        if filters < REDUCTION:
-            raise ValueError(f"filters must be at least {REDUCTION} (bottleneck width filters//4), got {filters!r}")
         strides = triple(strides, "strides")
         super().__init__(**kwargs)
         self.filters = filters
@@ -48,7 +47,7 @@ class BottleneckResidual2Plus1DD(StoredConfigMixin, keras.layers.Layer):
         input_shape = tf.TensorShape(input_shape)
         if input_shape.rank != 5 or input_shape[-1] is None:
             raise ValueError(f"{self.name}: input must be [B, T, H, W, C] with known C, got {input_shape}")
-        width = self.filters // REDUCTION
+        width = max(self.filters // REDUCTION, 1)
         conv = dict(use_bias=False, normalization="batch_norm")
         self.reduce = Conv2Plus1D(width, 1, activation="relu", name="reduce", **conv)
         self.conv = Conv2Plus1D(width, 3, strides=self.strides, activation="relu", name="conv", **conv)

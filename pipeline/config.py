@@ -33,6 +33,9 @@ class ClipConfig:
     clips_per_video_eval: int = 3
     seed: int = 0
     compression_level: int = 1   # ISA-L gzip level (0-3) of the clip files (bench/README.md)
+    # Clip files per split. 0: one per training worker, so each worker reads only its own files (a split with
+    # fewer files than workers makes every worker read all of it). Clusters want more (parallel writes).
+    num_shards: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -43,6 +46,9 @@ class ClipConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"clips.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.num_shards, bool) or not isinstance(self.num_shards, int) or self.num_shards < 0:
+            raise ConfigError(f"clips.num_shards must be an integer >= 0 (0: one per training worker), "
+                              f"got {self.num_shards!r}")
         if not isinstance(self.compression_level, int) or not 0 <= self.compression_level <= 3:
             raise ConfigError(f"clips.compression_level must be an ISA-L gzip level in [0, 3], "
                               f"got {self.compression_level!r}")
@@ -62,6 +68,84 @@ class GateConfig:
             raise ConfigError(f"gate.max_accuracy_drop must be >= 0, got {self.max_accuracy_drop!r}")
 
 
+# Requests/limits per pipeline step (vCPU, memory). The Trainer step only creates and watches a TFJob; the workers
+# get their own (worker_cpu, worker_memory). Ephemeral storage: see README "Run on Kubeflow" (what KFP copies in).
+DEFAULT_STEP_RESOURCES = {
+    "Ingest": {"cpu": 2, "memory": "4Gi"}, "ClipGen": {"cpu": 4, "memory": "16Gi"},
+    "ClipSchema": {"cpu": 1, "memory": "1Gi"}, "Transform": {"cpu": 4, "memory": "16Gi"},
+    "Trainer": {"cpu": 1, "memory": "2Gi"}, "Baseline": {"cpu": 1, "memory": "2Gi"},
+    "Evaluator": {"cpu": 4, "memory": "16Gi"}, "Pusher": {"cpu": 1, "memory": "2Gi"},
+}
+_QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
+RESTART_POLICIES = ("Never", "OnFailure", "Always", "ExitCode")
+
+
+def _memory_gib(value: Any, where: str) -> float:
+    """'16Gi' / '512Mi' / 4 (GiB) -> GiB, the unit TFX's platform config takes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Gi|Mi|G|M)", str(value))
+    if not match:
+        raise ConfigError(f"{where} must be a memory quantity like '16Gi' or '512Mi', got {value!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    return {"Gi": number, "Mi": number / 1024, "G": number * 1e9 / 2**30, "M": number * 1e6 / 2**30}[unit]
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowConfig:
+    """Where and how the pipeline runs on Kubeflow Pipelines (``compile`` / ``submit`` / ``schedule``)."""
+    image: str = ""                 # every step's and every training replica's image (built from the Dockerfile)
+    namespace: str = ""             # of the TFJob; empty: the Trainer step pod's own namespace (multi-user KFP)
+    service_account: str = ""       # of the training pods (deploy/rbac.yaml; Workload Identity for gs://)
+    worker_cpu: str = "4"           # requests of each training replica
+    worker_memory: str = "16Gi"
+    worker_gpu: int = 0             # nvidia.com/gpu per replica (0: none)
+    node_selector: dict = dataclasses.field(default_factory=dict)
+    tolerations: tuple = ()         # Kubernetes toleration objects, e.g. {key: dedicated, value: ml, effect: NoSchedule}
+    restart_policy: str = "ExitCode"   # replicas: retry on retryable exit codes (>= 128: killed, evicted)
+    timeout_s: float = 6 * 3600.0   # the Trainer step's wait for its TFJob; also the TFJob's activeDeadlineSeconds
+    pending_timeout_s: float = 900.0   # a replica Pending longer fails the step, naming the reason
+    # Per-step overrides of DEFAULT_STEP_RESOURCES, e.g. {ClipGen: {cpu: 8, memory: 32Gi}}.
+    step_resources: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("worker_cpu", "worker_memory"):
+            value = str(getattr(self, name))
+            if not _QUANTITY_RE.fullmatch(value):
+                raise ConfigError(f"kubeflow.{name} must be a Kubernetes quantity like '4' or '16Gi', got {value!r}")
+            object.__setattr__(self, name, value)
+        if isinstance(self.worker_gpu, bool) or not isinstance(self.worker_gpu, int) or self.worker_gpu < 0:
+            raise ConfigError(f"kubeflow.worker_gpu must be an integer >= 0, got {self.worker_gpu!r}")
+        if not isinstance(self.node_selector, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.node_selector.items()):
+            raise ConfigError(f"kubeflow.node_selector must map label names to strings, got {self.node_selector!r}")
+        if not isinstance(self.tolerations, (list, tuple)) or not all(isinstance(t, dict) for t in self.tolerations):
+            raise ConfigError(f"kubeflow.tolerations must be a list of toleration objects, got {self.tolerations!r}")
+        object.__setattr__(self, "tolerations", tuple(self.tolerations))
+        if self.restart_policy not in RESTART_POLICIES:
+            raise ConfigError(f"kubeflow.restart_policy must be one of {RESTART_POLICIES}, got {self.restart_policy!r}")
+        for name in ("timeout_s", "pending_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"kubeflow.{name} must be a positive number of seconds, got {value!r}")
+        unknown = sorted(set(self.step_resources) - set(DEFAULT_STEP_RESOURCES))
+        if unknown:
+            raise ConfigError(f"kubeflow.step_resources: unknown step(s) {unknown}; steps: {sorted(DEFAULT_STEP_RESOURCES)}")
+        for step, resources in self.step_resources.items():
+            if not isinstance(resources, dict) or set(resources) - {"cpu", "memory"}:
+                raise ConfigError(f"kubeflow.step_resources.{step} must be {{cpu: N, memory: '4Gi'}}, got {resources!r}")
+            if "cpu" in resources and (isinstance(resources["cpu"], bool) or not isinstance(resources["cpu"], (int, float))
+                                       or resources["cpu"] <= 0):
+                raise ConfigError(f"kubeflow.step_resources.{step}.cpu must be a positive number, got {resources['cpu']!r}")
+            if "memory" in resources:
+                _memory_gib(resources["memory"], f"kubeflow.step_resources.{step}.memory")
+
+    def resources(self, step: str) -> tuple[float, float]:
+        """(vCPU, GiB) of a pipeline step: the default, then this config's override."""
+        merged = {**DEFAULT_STEP_RESOURCES.get(step, {"cpu": 1, "memory": "2Gi"}), **self.step_resources.get(step, {})}
+        return float(merged["cpu"]), _memory_gib(merged["memory"], f"kubeflow.step_resources.{step}.memory")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     pipeline_name: str = "bresnet-video"
@@ -78,6 +162,7 @@ class RunConfig:
     # TrainingConfig fields except labels/clip_shape, which come from `labels` and `clips` above (one source each).
     training: dict = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
     gate: GateConfig = GateConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     def __post_init__(self):
         derived = {"labels", "clip_shape"} & set(self.training)
@@ -126,7 +211,24 @@ DEMO_TRAINING = {"epochs": 10, "steps_per_epoch": 300, "eval_steps": 4, "batch_s
                  "learning_rate": 1e-3, "workers": 2, "warmup_epochs": 1.0,
                  "collective_timeout_s": 60.0}
 
+# A realistic cluster run: `compile` / `submit` / `schedule` start from this preset unless --config says otherwise.
+# 16x112x112 clips (the model's design size), 4 workers, a collective timeout sized for pods that start and trace
+# minutes apart, file-sharded clips, and no laptop Beam settings: pass --runner=DataflowRunner or
+# --runner=PortableRunner and its options in beam_args.
+CLUSTER = {
+    "pipeline_root": "gs://YOUR-BUCKET/bresnet/root",
+    "serving_dir": "gs://YOUR-BUCKET/bresnet/serving",
+    "data_dir": "gs://YOUR-BUCKET/bresnet/videos",
+    "beam_args": [],
+    "clips": {"num_frames": 16, "height": 112, "width": 112, "clips_per_video_train": 8, "clips_per_video_eval": 3,
+              "num_shards": 64},
+    "training": {"epochs": 30, "steps_per_epoch": 500, "eval_steps": 50, "batch_size_per_worker": 8,
+                 "learning_rate": 1e-3, "workers": 4, "warmup_epochs": 2.0, "collective_timeout_s": 1800.0},
+    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.01},
+}
+
 PRESETS: dict[str, dict] = {
+    "cluster": CLUSTER,
     # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times).
     "demo": {},
     # CI smoke run: tiny clips, a few steps; proves the wiring, not the accuracy.
@@ -155,7 +257,7 @@ def from_dict(cls, data: dict, where: str = ""):
         path = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value, path)
-        elif hint is dict and isinstance(value, dict):
+        elif hint is dict and isinstance(value, dict) and path == "training":
             value = {**(fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING
                         else {}), **value}
         elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):

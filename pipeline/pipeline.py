@@ -29,7 +29,8 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height, width=clips.width,
         clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.clips_per_video_eval,
         seed=clips.seed, labels=list(config.labels), max_rejected_fraction=config.max_rejected_fraction,
-        compression_level=clips.compression_level)
+        compression_level=clips.compression_level,
+        num_shards=clips.num_shards or config.training_config().workers)
     schema = ClipSchemaGen()
     transform = tfx.components.Transform(
         examples=clipgen.outputs["clips"], schema=schema.outputs["schema"],

@@ -41,6 +41,7 @@ class ClipGenSpec(ComponentSpec):
         "max_rejected_fraction": ExecutionParameter(type=float),
         "max_frame_pixels": ExecutionParameter(type=int, optional=True),
         "compression_level": ExecutionParameter(type=int, optional=True),  # ISA-L gzip level of the clip files
+        "num_shards": ExecutionParameter(type=int, optional=True),  # clip files per split; 0: the runner decides
     }
     INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -62,6 +63,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     rejects more than this fraction of its videos; 1.0 never fails. ``max_frame_pixels``: a video with a frame
     whose header declares more pixels is rejected (``frame_too_large``) before any of its frames is decoded.
     ``compression_level``: ISA-L gzip level (0-3) of the clip files (components.tfrecord_io; bench/README.md).
+    ``num_shards``: clip files per split (0: the runner decides). At least as many as training workers lets each
+    worker read only its own files (components.trainer.training.plan_shards).
     """
     SPEC_CLASS = ClipGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -71,7 +74,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
-                 compression_level: int = DEFAULT_COMPRESSION_LEVEL):
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
             labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
@@ -80,6 +83,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             max_frame_pixels=max_frame_pixels)
         check_max_rejected_fraction(max_rejected_fraction)
         check_compression_level(compression_level)
+        if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
+            raise ValueError(f"num_shards must be an int >= 0 (0: the runner decides), got {num_shards!r}")
         spec = ClipGenSpec(
             examples=examples,
             num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
@@ -88,7 +93,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             seed=config.seed, labels=json.dumps(list(config.labels)),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
-            compression_level=compression_level,
+            compression_level=compression_level, num_shards=num_shards,
             clips=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=ClipGenDeadLetter),
             clip_stats=types.Channel(type=ClipGenStatistics))

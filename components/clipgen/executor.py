@@ -79,7 +79,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 clips_dir=artifact_utils.get_split_uri([clips], split),
                 dead_letter_dir=os.path.join(dead_letter.uri, f"Split-{split}"),
                 stats_path=os.path.join(parts_dir, f"{split}.json"),
-                compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)))
+                compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)),
+                num_shards=int(exec_properties.get("num_shards") or 0))
         logger.info("ClipGen: clipping splits %s into %s clips (%s)", splits, list(config.clip_shape),
                     ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits))
         started = time.monotonic()

@@ -168,18 +168,21 @@ class VideosToClips(beam.PTransform):
 def clip_split(pipeline: beam.Pipeline, split: str, input_patterns: list[str], config: ClipGenConfig,
                clips_dir: str, dead_letter_dir: str, stats_path: str,
                compression_level: int = DEFAULT_COMPRESSION_LEVEL,
-               clip_writer: Callable[[str, int], beam.PTransform] = WriteToGzipTFRecord) -> None:
+               clip_writer: Callable[..., beam.PTransform] = WriteToGzipTFRecord, num_shards: int = 0) -> None:
     """Add one split's read -> clips -> write branch to ``pipeline``.
 
-    Writes gzipped TFRecord shards ``<clips_dir>/data_tfrecord-*.gz`` (``clip_writer(prefix, compression_level)``;
+    Writes gzipped TFRecord shards ``<clips_dir>/data_tfrecord-*.gz``, ``num_shards`` of them (0: as the runner
+    likes) (``clip_writer(prefix, compression_level[, num_shards=])``;
     the benchmark swaps in Beam's stock writer to measure ours), dead-letter JSON lines
     ``<dead_letter_dir>/dead_letter-*.jsonl`` and the split's counts as one JSON object at ``stats_path``."""
     reads = [pipeline | f"Read[{split}][{i}]" >> beam.io.ReadFromTFRecord(pattern, coder=beam.coders.BytesCoder())
              for i, pattern in enumerate(input_patterns)]
     videos = reads[0] if len(reads) == 1 else reads | f"Flatten[{split}]" >> beam.Flatten()
     out = videos | f"VideosToClips[{split}]" >> VideosToClips(split, config)
-    _ = out[CLIPS] | f"WriteClips[{split}]" >> clip_writer(os.path.join(clips_dir, CLIPS_FILE_PREFIX),
-                                                           compression_level)
+    prefix = os.path.join(clips_dir, CLIPS_FILE_PREFIX)
+    writer = (clip_writer(prefix, compression_level, num_shards=num_shards) if num_shards
+              else clip_writer(prefix, compression_level))
+    _ = out[CLIPS] | f"WriteClips[{split}]" >> writer
     _ = out[DEAD_LETTER] | f"WriteDeadLetter[{split}]" >> beam.io.WriteToText(
         os.path.join(dead_letter_dir, DEAD_LETTER_FILE_PREFIX), file_name_suffix=".jsonl")
     _ = (out[STATS] | f"StatsToJson[{split}]" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))

@@ -13,6 +13,7 @@ TFX keeps across retries of the same run, so a retried component resumes too.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from tfx.utils import path_utils
 from components.trainer import history
 from components.trainer.config import TrainingConfig, TrainingJob
 from components.trainer.launcher import LaunchResult, make_launcher
+from components.trainer.precision import compute_precision, serving_precision
 from components.trainer.launcher import launcher_options as parse_launcher_options
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
-        config = TrainingConfig.from_json(exec_properties[CONFIG_KEY])
+        config = resolve_precision_once(TrainingConfig.from_json(exec_properties[CONFIG_KEY]))
         launcher = make_launcher(exec_properties[LAUNCHER_KEY], exec_properties.get(LAUNCHER_OPTIONS_KEY))
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
         model_run = artifact_utils.get_single_instance(output_dict[MODEL_RUN_KEY])
@@ -86,6 +88,8 @@ class Executor(base_executor.BaseExecutor):
         model_run.set_int_custom_property("attempts", result.attempts)
         model.set_int_custom_property("workers", config.workers)
         model.set_string_custom_property("labels", json.dumps(list(config.labels)))
+        model.set_string_custom_property("training_precision", config.precision)
+        model.set_string_custom_property("serving_precision", serving_precision(config))
 
     def _scratch_dir(self, fallback_root: str) -> str:
         ctx = self._context
@@ -97,6 +101,17 @@ class Executor(base_executor.BaseExecutor):
             except RuntimeError:
                 pass
         return os.path.join(fallback_root, "scratch")
+
+
+def resolve_precision_once(config: TrainingConfig) -> TrainingConfig:
+    """``precision: auto`` resolved here, on the executor's machine, and handed to every worker as a fixed value:
+    resolved per worker, replicas on a mixed node pool would compute in different precisions."""
+    if config.precision != "auto":
+        return config
+    resolved = dataclasses.replace(config, precision=compute_precision(config))
+    logger.info("precision 'auto' resolved to %s on the Trainer's machine; every worker computes in it",
+                resolved.precision)
+    return resolved
 
 
 def _keep_worker_logs(result: LaunchResult, run_dir: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "float32", "bfloat16")
+EXPORT_PRECISIONS = ("float32", "bfloat16", "training")
 DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
 
 
@@ -65,8 +66,13 @@ class TrainingConfig:
     # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32): 1.5-1.9x faster training
     # and ~2x faster inference at 16x112x112 on a CPU with AVX512-BF16, demo accuracy within the seed-to-seed
     # spread (bench/README.md). "auto" (the default): bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU,
-    # float32 elsewhere. The serving export computes in the same precision.
+    # float32 elsewhere. The Trainer executor resolves "auto" once and hands every worker the result, so the
+    # replicas of one run never compute in different precisions.
     precision: str = "auto"
+    # What the serving SavedModel computes in. Serving is its own decision: a bfloat16 model infers at ~0.77x the
+    # float32 rate on a CPU without AVX512-BF16 (bench/README.md), so the export is float32 whatever trained it,
+    # unless this says "bfloat16" or "training" (the resolved training precision).
+    export_precision: str = "float32"
 
     def __post_init__(self) -> None:
         # Accept lists (JSON) but store tuples so the config stays hashable and immutable.
@@ -107,6 +113,8 @@ class TrainingConfig:
             raise ValueError(f"warmup_epochs must be <= epochs ({self.epochs}), got {self.warmup_epochs!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.export_precision not in EXPORT_PRECISIONS:
+            raise ValueError(f"export_precision must be one of {EXPORT_PRECISIONS}, got {self.export_precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 

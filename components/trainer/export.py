@@ -25,6 +25,7 @@ import tensorflow_transform as tft
 
 from components import transform_module
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig
+from components.trainer.precision import serving_precision
 from components.trainer.training import build_model
 from components.video_format import ClipKeys, clip_feature_spec, encode_frames_tensor
 
@@ -121,11 +122,12 @@ def export_serving_model(weights: Sequence[np.ndarray], config: TrainingConfig, 
     optimizer, and saving needs no collective ops, so only the chief has to do it.
     """
     started = time.perf_counter()
-    model = build_model(config, model_builder)
+    precision = serving_precision(config)
+    model = build_model(config, model_builder, precision=precision)
     model.set_weights(weights)
     model.tft_layer = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
     signatures = make_signatures(model, config.labels, config.clip_shape)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
-    logger.info("exported serving model to %s in %.1fs (signatures: %s)", export_dir,
-                time.perf_counter() - started, ", ".join(sorted(signatures)))
+    logger.info("exported serving model to %s in %.1fs (computes in %s; signatures: %s)", export_dir,
+                time.perf_counter() - started, precision, ", ".join(sorted(signatures)))
     return export_dir

@@ -5,6 +5,7 @@ see ``cluster``), so the same code runs under the local process launcher and und
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -23,6 +24,7 @@ from components import transform_module
 from components.trainer import history
 from components.trainer.cluster import cluster_info
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig, TrainingJob
+from components.trainer.precision import compute_precision
 from components.video_format import clip_feature_spec
 
 logger = logging.getLogger(__name__)
@@ -47,14 +49,54 @@ def split_files(split_uri: str) -> list[str]:
     return files
 
 
+# An empty gzip stream is ~20 bytes; a shard at most this big may hold no record at all, and a worker whose
+# files hold none would loop forever in ``repeat()``: such splits are sharded by element instead.
+MIN_SHARD_BYTES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """How a split is divided among workers: by ``"file"`` (worker i reads ``files[i::n]``, what TF's FILE
+    auto-shard policy does with a file list) or by ``"element"`` (every worker reads every file and keeps every
+    n-th batch: n times the reads, but works with fewer files than workers)."""
+    policy: str
+    files_per_worker: tuple[tuple[str, ...], ...]
+    bytes_per_worker: tuple[int, ...]
+    reason: str
+
+    def describe(self, worker: int) -> str:
+        return (f"shards by {self.policy} ({self.reason}): worker {worker} reads "
+                f"{len(self.files_per_worker[worker])} file(s), {self.bytes_per_worker[worker]:,} bytes per pass")
+
+
+def plan_shards(files: Sequence[str], workers: int, sizes: Sequence[int] | None = None) -> ShardPlan:
+    """By file when the split has at least as many files as workers and none may be empty; else by element."""
+    files = list(files)
+    if sizes is None:
+        sizes = [tf.io.gfile.stat(f).length for f in files]
+    size_of = dict(zip(files, sizes))
+    if workers == 1:
+        return ShardPlan("file", (tuple(files),), (sum(sizes),), "one worker")
+    if len(files) >= workers and min(sizes) > MIN_SHARD_BYTES:
+        parts = tuple(tuple(files[i::workers]) for i in range(workers))
+        return ShardPlan("file", parts, tuple(sum(size_of[f] for f in p) for p in parts),
+                         f"{len(files)} files >= {workers} workers")
+    reason = (f"{len(files)} file(s) < {workers} workers" if len(files) < workers
+              else f"a file of <= {MIN_SHARD_BYTES} bytes may hold no clip")
+    return ShardPlan("element", tuple(tuple(files) for _ in range(workers)), tuple(sum(sizes) for _ in range(workers)),
+                     reason)
+
+
 def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config: TrainingConfig, *,
-                 training: bool) -> tf.data.Dataset:
+                 training: bool, plan: ShardPlan | None = None) -> tf.data.Dataset:
     """Raw clip examples -> (frames float32 [B,T,H,W,3], label int64 [B]) at the global batch size.
 
-    Sharded by element (AutoShardPolicy.DATA) because there can be fewer files than workers; every worker
-    therefore reads the same deterministic order (same shuffle seed) and keeps its own slice of it. The
-    Transform graph runs here, per batch, exactly as the serving signatures run it.
+    Sharded as ``plan`` says (``plan_shards``): by file (AutoShardPolicy.FILE: each worker reads only its own
+    files, so N workers read the split once between them) or by element (AutoShardPolicy.DATA: every worker
+    reads the same deterministic order, same shuffle seed, and keeps its own slice). The Transform graph runs
+    here, per batch, exactly as the serving signatures run it.
     """
+    plan = plan or plan_shards(files, config.workers)
     tft_layer = tft_output.transform_features_layer()
     raw_spec = clip_feature_spec(with_label=True)
 
@@ -73,7 +115,8 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if plan.policy == "file" else tf.data.experimental.AutoShardPolicy.DATA)
     return ds.with_options(options)
 
 
@@ -87,37 +130,12 @@ def load_model_builder(path: str = DEFAULT_MODEL_BUILDER) -> Callable:
     return getattr(importlib.import_module(module_name), attr)
 
 
-# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA, oneDNN docs "CPU Dispatcher Control") below which it has no native
-# bfloat16 convolution: capping the ISA there makes oneDNN emulate bfloat16, several times slower than float32.
-_ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
-
-
-def cpu_has_bfloat16() -> bool:
-    """AVX512-BF16 or AMX on this (Linux) CPU, and oneDNN not capped below them: bfloat16 convolutions then run
-    at about twice the float32 rate."""
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ONEDNN_ISAS_WITHOUT_BF16:
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def compute_precision(config: TrainingConfig) -> str:
-    """``config.precision`` with "auto" resolved for this machine (GPUs: float32, bfloat16 is unmeasured there)."""
-    if config.precision != "auto":
-        return config.precision
-    if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU"):
-        return "bfloat16"
-    return "float32"
-
-
-def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER) -> keras.Model:
-    """The model; in bfloat16 precision its layers compute in bfloat16 (weights stay float32)."""
+def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER, *,
+                precision: str | None = None) -> keras.Model:
+    """The model; in bfloat16 precision its layers compute in bfloat16 (weights stay float32, so the weights
+    of a model built in one precision load into the same model built in the other)."""
     build = load_model_builder(builder)
-    if compute_precision(config) == "float32":
+    if (precision or compute_precision(config)) == "float32":
         return build(len(config.labels), config.clip_shape, dropout=config.dropout)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -254,7 +272,10 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
                 config.collective_timeout_s, compute_precision(config), config.precision)
 
     tft_output = tft.TFTransformOutput(job.transform_graph_uri)
-    train_ds = make_dataset(split_files(job.train_uri), tft_output, config, training=True)
+    train_files = split_files(job.train_uri)
+    train_plan = plan_shards(train_files, cluster.num_workers)
+    logger.info("worker %d: train split %s", me, train_plan.describe(me))
+    train_ds = make_dataset(train_files, tft_output, config, training=True, plan=train_plan)
     eval_ds = (make_dataset(split_files(job.eval_uri), tft_output, config, training=False)
                if config.eval_steps > 0 else None)
 

@@ -55,8 +55,17 @@ def test_output_shape_matches_compute_output_shape(strides, in_shape):
     assert y.shape[-1] == 32 and float(tf.reduce_min(y)) >= 0.0
 
 
+@pytest.mark.parametrize("filters", [1, 2, 3])
+def test_filters_below_four_behave_as_the_seed(filters):
+    # The seed's bottleneck width is max(filters // 4, 1); its output still has filters * 4 channels.
+    block = BottleneckResidual2Plus1DD(filters=filters, strides=(1, 1, 1))
+    y = block(tf.random.normal((1, 2, 4, 4, 3)))
+    assert y.shape == (1, 2, 4, 4, 4 * filters)
+    assert block.reduce.filters == 1 and block.conv.filters == 1 and block.expand.filters == 4 * filters
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(filters=2), ValueError, ["filters", "2"]),
+    (dict(filters=0), ValueError, ["filters", "0"]),
     (dict(filters=-8), ValueError, ["filters", "-8"]),
     (dict(filters=8.0), TypeError, ["filters", "8.0"]),
     (dict(filters=8, strides=(1, 2)), TypeError, ["strides", "(1, 2)"]),

@@ -199,3 +199,18 @@ def test_summary_serializes_with_derived_counts(demo):
     assert as_dict["num_train_videos"] == 600 and as_dict["num_eval_videos"] == 200
     assert as_dict["megabytes"] == pytest.approx(summary.total_bytes / 1e6, abs=0.01)
     assert as_dict["train_files"] == summary.train_files
+
+
+def test_class_colours_give_every_class_a_whole_frame_colour_cue():
+    from pipeline.demo_data import _CLASS_COLOURS
+    colours = {label: np.asarray(c, np.float32) for label, c in _CLASS_COLOURS.items()}
+    for label in DEMO_CLASSES:
+        for seed in range(3):
+            video = make_demo_video(label, np.random.default_rng(seed), class_colour=True)
+            mean = video.reshape(-1, 3).mean(axis=0)
+            nearest = min(colours, key=lambda other: float(np.linalg.norm(mean - colours[other])))
+            assert nearest == label, (label, seed, mean)
+    # Without it, the same draw has the same motion but no colour of its class.
+    plain = make_demo_video("grow", np.random.default_rng(0))
+    cued = make_demo_video("grow", np.random.default_rng(0), class_colour=True)
+    assert plain.shape == cued.shape and not np.array_equal(plain, cued)

@@ -1,4 +1,4 @@
-"""The pipeline run twice end to end (~4 min), once per test session, for test_end_to_end and test_report.
+"""The pipeline run twice end to end, once per test session, for test_end_to_end and test_report.
 
 Run 1 (no model in serving yet) is blessed and pushed; run 2 (a deliberately worse model, same data, so ingest,
 ClipGen and Transform come from the cache) fails the change threshold. The data are the demo videos plus a few
@@ -18,7 +18,7 @@ def runs(tmp_path_factory):
     from pipeline.report import build_report
     root = tmp_path_factory.mktemp("e2e")
     data = str(root / "data")
-    generate_demo_data(data, videos_per_class=VIDEOS_PER_CLASS, seed=7)
+    generate_demo_data(data, videos_per_class=VIDEOS_PER_CLASS, seed=7, class_colours=True)
     add_bad_videos(data)
     paths = [f"data_dir={data}", f"pipeline_root={root / 'root'}", f"metadata_path={root / 'metadata.sqlite'}",
              f"serving_dir={root / 'serving'}"]

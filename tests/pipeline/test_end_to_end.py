@@ -44,6 +44,8 @@ def test_both_workers_trained(runs):
         with open(os.path.join(model_run, "worker_logs", name)) as f:
             text = f.read()
         assert "2 replicas in sync" in text
+        # ClipGen wrote one clip file per worker, so each worker read only its own half of the train split.
+        assert "train split shards by file (2 files >= 2 workers)" in text
 
 
 def _eval_clips(root):

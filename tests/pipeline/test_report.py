@@ -20,7 +20,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from e2e_runs import BAD_VIDEO_REASONS, INGEST_REJECT_REASON, REPORT_AFTER_RUN_1, add_bad_videos
+from e2e_runs import BAD_VIDEO_REASONS, E2E_EPOCHS, INGEST_REJECT_REASON, REPORT_AFTER_RUN_1, add_bad_videos
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_training_curves_and_throughput_per_worker_and_epoch(first_report):
     with open(history_path) as f:
         history = json.load(f)
     throughput = section(page, "Throughput")
-    assert len(history["epochs"]) == 5
+    assert len(history["epochs"]) == E2E_EPOCHS
     for epoch in history["epochs"]:
         row = cells(throughput, str(epoch["epoch"]))
         assert [float(v) for v in row[2:]] == pytest.approx(epoch["clips_per_s_per_worker"], rel=1e-3)

@@ -53,8 +53,15 @@ def test_single_worker_pipeline_outputs_serving_model_and_run(clip_data, tmp_pat
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert all(e["clips_per_s"] > 0 and "val_loss" in e for e in history["epochs"])
     assert tf.io.gfile.glob(os.path.join(model_run.uri, "train", "events.out.tfevents.*")), "no TensorBoard logs"
+    from components.trainer.precision import compute_precision
+    resolved = compute_precision(config)    # 'auto' resolved once, by the executor, for every worker
+    assert config.precision == "auto" and resolved in ("float32", "bfloat16")
+    assert model.custom_properties["training_precision"].string_value == resolved
+    assert model.custom_properties["serving_precision"].string_value == "float32"
     with open(os.path.join(model_run.uri, "worker_logs", "worker-0.log")) as f:
-        assert "worker 0 of 1 (chief), 1 replicas in sync" in f.read()
+        log = f.read()
+    assert "worker 0 of 1 (chief), 1 replicas in sync" in log
+    assert f"precision {resolved} (configured: {resolved})" in log
     print(f"\n1-worker pipeline: {history['epochs'][-1]['clips_per_s']:.1f} clips/s in the last epoch")
 
     served = tf.saved_model.load(serving_dir)

@@ -121,10 +121,21 @@ def test_bfloat16_precision_builds_a_mixed_model_with_float32_weights_and_output
     assert logits.dtype.name == "float32" and logits.shape == (1, len(LABELS))   # logits/loss stay float32
     plain = build_model(TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3), precision="float32"))
     assert all(layer.compute_dtype == "float32" for layer in plain.layers)
+    # The serving export is float32 unless asked otherwise, and the bfloat16-trained weights load into it.
+    from components.trainer.precision import serving_precision
+    assert config.export_precision == "float32" and serving_precision(config) == "float32"
+    assert serving_precision(dataclasses.replace(config, export_precision="training")) == "bfloat16"
+    served = build_model(config, precision=serving_precision(config))
+    served.set_weights(model.get_weights())
+    assert all(layer.compute_dtype == "float32" for layer in served.layers)
+    np.testing.assert_allclose(served(np.ones((1, 4, 16, 16, 3), np.float32), training=False),
+                               model(np.ones((1, 4, 16, 16, 3), np.float32), training=False), atol=0.05)
+    with pytest.raises(ValueError, match="export_precision"):
+        TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3), export_precision="float16")
 
 
 def test_auto_precision_is_the_default_and_is_bfloat16_only_on_a_cpu_with_bfloat16(monkeypatch):
-    from components.trainer import training
+    from components.trainer import precision as training
     config = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3))
     assert config.precision == "auto"
     flags = open("/proc/cpuinfo").read()

@@ -6,7 +6,8 @@ import tensorflow_transform as tft
 
 from bresnet._keras import keras
 from components.trainer import history
-from components.trainer.training import make_dataset, make_learning_rate, make_optimizer, split_files
+from components.trainer.training import (MIN_SHARD_BYTES, make_dataset, make_learning_rate, make_optimizer, plan_shards,
+                                         split_files)
 from trainer_test_data import CLIP_SHAPE, LABELS, training_config
 
 
@@ -20,6 +21,44 @@ def test_dataset_yields_transformed_global_batches_sharded_by_element(clip_data)
     # Eval is not shuffled: the labels are the file's labels, as label-map indices.
     assert list(labels.numpy()) == [LABELS.index(l) for l in clip_data.eval_labels]
     assert abs(float(tf.reduce_mean(frames))) < 1.0  # normalized by Transform, not raw 0..255 pixels
+
+
+def _records_each_worker_reads(files, plan, workers):
+    """What TF's auto-shard (the rewrite MultiWorkerMirroredStrategy applies) leaves each worker to read: the
+    serialized records, from the same file-reading source make_dataset builds, with make_dataset's policy."""
+    from tensorflow.python.distribute import input_ops
+    policy = (tf.data.experimental.AutoShardPolicy.FILE if plan.policy == "file"
+              else tf.data.experimental.AutoShardPolicy.DATA)
+    seen = []
+    for worker in range(workers):
+        ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP", num_parallel_reads=min(4, len(files)))
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = policy
+        ds = input_ops.auto_shard_dataset(ds.with_options(options), workers, worker, workers)
+        seen.append(sorted(r.numpy() for r in ds))
+    return seen
+
+
+def test_workers_shard_by_file_when_a_split_has_enough_files(tmp_path):
+    from trainer_test_data import synthetic_clips, write_split
+    frames, labels = synthetic_clips(12, seed=3)
+    write_split(str(tmp_path), frames, labels, "clips", files=4)
+    files = split_files(str(tmp_path))
+    plan = plan_shards(files, 2)
+    assert plan.policy == "file" and plan.files_per_worker == (tuple(files[0::2]), tuple(files[1::2]))
+    reads = _records_each_worker_reads(files, plan, 2)
+    every = sorted(r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    # Measured: each worker reads only its own files, the two together read the split exactly once.
+    assert reads[0] and reads[1] and not set(reads[0]) & set(reads[1]) and sorted(reads[0] + reads[1]) == every
+    assert sum(plan.bytes_per_worker) == sum(tf.io.gfile.stat(f).length for f in files)
+    assert "worker 1 reads 2 file(s)" in plan.describe(1)
+
+    # Fewer files than workers (or a possibly empty shard): every worker reads everything, keeps its slice.
+    one = plan_shards(files[:1], 2)
+    assert one.policy == "element" and "1 file(s) < 2 workers" in one.reason
+    assert one.bytes_per_worker == (tf.io.gfile.stat(files[0]).length,) * 2
+    assert plan_shards(files, 2, sizes=[1000, MIN_SHARD_BYTES, 1000, 1000]).policy == "element"
+    assert plan_shards(files, 1).policy == "file"
 
 
 def test_dataset_refuses_a_split_without_files(tmp_path, clip_data):
