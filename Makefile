@@ -4,15 +4,19 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-clip-format lint lock image clean
+.PHONY: setup standins demo test bench bench-clip-format lint lock image clean
 
 setup:
 	@bash scripts/setup.sh
 
+# The tests' cloud stand-ins (a GCS fake built from its Go module, iproute2 for network namespaces); cached.
+standins:
+	@bash scripts/install_standins.sh
+
 demo: setup
 	$(PY) -m pipeline demo
 
-test: setup
+test: setup standins
 	$(PY) -m pytest -q tests
 
 # The benchmark table (bench/README.md, bench/results.json); measured 10.5 minutes on 2 cores (budget 15).

@@ -77,7 +77,7 @@ DEFAULT_STEP_RESOURCES = {
     "Evaluator": {"cpu": 4, "memory": "16Gi"}, "Pusher": {"cpu": 1, "memory": "2Gi"},
 }
 _QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
-RESTART_POLICIES = ("Never", "OnFailure", "Always", "ExitCode")
+RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")   # "Always" would restart a finished replica forever
 
 
 def _memory_gib(value: Any, where: str) -> float:
@@ -102,7 +102,9 @@ class KubeflowConfig:
     worker_gpu: int = 0             # nvidia.com/gpu per replica (0: none)
     node_selector: dict = dataclasses.field(default_factory=dict)
     tolerations: tuple = ()         # Kubernetes toleration objects, e.g. {key: dedicated, value: ml, effect: NoSchedule}
-    restart_policy: str = "ExitCode"   # replicas: retry on retryable exit codes (>= 128: killed, evicted)
+    # Replicas: OnFailure (the Training Operator guide's advice; under MWMS a dead worker's peers exit with code 1,
+    # which ExitCode would treat as permanent). Restarts are bounded by training.max_restarts (0: Never).
+    restart_policy: str = "OnFailure"
     timeout_s: float = 6 * 3600.0   # the Trainer step's wait for its TFJob; also the TFJob's activeDeadlineSeconds
     pending_timeout_s: float = 900.0   # a replica Pending longer fails the step, naming the reason
     # Per-step overrides of DEFAULT_STEP_RESOURCES, e.g. {ClipGen: {cpu: 8, memory: 32Gi}}.

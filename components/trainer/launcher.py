@@ -1,18 +1,24 @@
-"""How training workers start: the launcher interface, its local-process backend, and a registry.
+"""How training workers start: the launcher interface and its local-process backend.
 
 A launcher knows only how to start N workers with their TF_CONFIG and how to notice that they ended;
-the training itself lives in ``components.trainer.worker`` and knows only TF_CONFIG. A Kubeflow TFJob
-backend is one more ``Launcher`` subclass (submit a TFJob whose pods run the same worker command, watch
-its status) registered under its own name.
+the training itself lives in ``components.trainer.worker`` and knows only TF_CONFIG. The Kubeflow TFJob
+backend (``kubeflow_launcher``) is one more ``Launcher`` subclass; ``registry`` finds backends by name
+(``make_launcher``, re-exported here) and imports them lazily, so no backend imports another.
 
-Fault tolerance is whole-cluster: if any worker fails, every worker is stopped and the cluster is started
-again (new ports, ``TRAINER_ATTEMPT`` + 1) up to ``config.max_restarts`` times; Keras BackupAndRestore
-in the shared scratch directory makes the new cluster resume from the last finished epoch.
+Fault tolerance of the local backend is whole-cluster: if any worker fails, every worker is stopped and the
+cluster is started again (new ports, ``TRAINER_ATTEMPT`` + 1) up to ``config.max_restarts`` times; Keras
+BackupAndRestore in the shared scratch directory makes the new cluster resume from the last finished epoch.
+
+Stopping: SIGTERM (a pipeline run cancelled, the pod evicted) and Ctrl-C to the launching process stop every
+worker at once. While workers run, ``termination_guard`` turns SIGTERM into ``TerminationRequested`` in the
+main thread so the launcher's cleanup runs, then re-delivers the signal with the previous handler; workers
+also die with their launcher on their own (``worker.exit_with_parent``).
 """
 from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,10 +30,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar, Iterator, Mapping
 
-from components.trainer import history
 from components.trainer.config import TrainingJob
+from components.trainer.registry import LAUNCHERS, launcher_options, make_launcher  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +86,81 @@ class AttemptFailed(Exception):
         self.failure = failure
 
 
+class TerminationRequested(BaseException):
+    """SIGTERM arrived while workers ran; raised in the main thread so ``finally`` blocks stop them.
+
+    A BaseException like KeyboardInterrupt: nothing on the way up may mistake it for a worker failure."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def termination_guard() -> Iterator[None]:
+    """While active, SIGTERM raises TerminationRequested (main thread only; elsewhere a no-op).
+
+    On the way out the previous handler is restored; if SIGTERM arrived, it is then handled as it would have
+    been without the guard: the default action ends the process (after the cleanup below the raise point has
+    run), a Python handler is called. A SIGTERM that was being ignored stays ignored (no guard installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise TerminationRequested(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except TerminationRequested as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        logger.warning("%s: workers stopped, exiting", exc)
+        if previous in (None, signal.SIG_DFL):
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGTERM)  # the default action: the process ends here
+            time.sleep(5)                         # (delivery is asynchronous)
+        elif callable(previous):
+            previous(exc.signum, None)
+        raise
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
+def termination_signals_blocked() -> Iterator[None]:
+    """SIGTERM and SIGINT wait (are delivered afterwards) while cleanup that must finish runs."""
+    signals = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class Launcher(abc.ABC):
     """Runs a TrainingJob on a cluster of ``job.config.workers`` workers, restarting on failure."""
 
     name: ClassVar[str]
+
+    def max_attempts(self, job: TrainingJob) -> int:
+        """How many clusters ``launch`` may start: whole-cluster restarts are this class's fault tolerance.
+
+        A backend whose clusters restart failed workers themselves returns 1."""
+        return job.config.max_restarts + 1
 
     def launch(self, job: TrainingJob) -> LaunchResult:
         if not isinstance(job, TrainingJob):
             raise TypeError(f"job must be a TrainingJob, got {type(job).__name__}")
         started = time.perf_counter()
         failures: list[WorkerFailure] = []
-        max_attempts = job.config.max_restarts + 1
+        max_attempts = self.max_attempts(job)
         for attempt in range(max_attempts):
             try:
                 logs = self._run_cluster(job, attempt)
@@ -100,7 +170,9 @@ class Launcher(abc.ABC):
                 if attempt + 1 == max_attempts:
                     raise WorkerFailedError(failures) from None
                 logger.warning("%s; restarting the cluster from its last backup (restart %d of %d)",
-                               exc.failure.describe(), attempt + 1, job.config.max_restarts)
+                               exc.failure.describe(), attempt + 1, max_attempts - 1)
+        from components.trainer import history  # imports TensorFlow: only once training has finished
+
         seconds = time.perf_counter() - started
         run_history = history.merge_history(job.scratch_dir, job.config.workers)
         logger.info("training finished after %d attempt(s) in %.1fs", attempt + 1, seconds)
@@ -179,39 +251,43 @@ class LocalProcessLauncher(Launcher):
         procs: list[subprocess.Popen] = []
         threads: list[threading.Thread] = []
         log_paths = [worker_log_path(job.scratch_dir, i) for i in range(n)]
-        try:
-            for i in range(n):
-                tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}}
-                proc = subprocess.Popen(
-                    [self.python, "-m", WORKER_MODULE, "--job", job_path], env=self._worker_env(tf_config, attempt),
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True)  # own process group: stopping a worker stops its children
-                procs.append(proc)
-                t = threading.Thread(target=_pump, args=(i, proc, log_paths[i], attempt, LOG_MARKER, exits),
-                                     name=f"worker-{i}-log", daemon=True)
-                t.start()
-                threads.append(t)
+        # SIGTERM while workers run: the finally below stops every worker, then the process ends (Ctrl-C:
+        # KeyboardInterrupt through the same finally).
+        with termination_guard():
+            try:
+                for i in range(n):
+                    tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}}
+                    proc = subprocess.Popen(
+                        [self.python, "-m", WORKER_MODULE, "--job", job_path],
+                        env=self._worker_env(tf_config, attempt), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, start_new_session=True)  # own process group: see _stop
+                    procs.append(proc)
+                    t = threading.Thread(target=_pump, args=(i, proc, log_paths[i], attempt, LOG_MARKER, exits),
+                                         name=f"worker-{i}-log", daemon=True)
+                    t.start()
+                    threads.append(t)
 
-            deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-            done = 0
-            while done < n:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    index, code = exits.get(timeout=remaining)
-                except queue.Empty:
-                    raise LaunchTimeoutError(f"training did not finish within {self.timeout_s}s "
-                                             f"(attempt {attempt}); worker logs: {log_paths}") from None
-                if code != 0:
-                    self._stop(procs)
-                    for t in threads:
-                        t.join(timeout=5)
-                    raise AttemptFailed(WorkerFailure(attempt, index, code, log_paths[index],
-                                                       tail_lines(log_paths[index])))
-                logger.info("worker %d finished (attempt %d)", index, attempt)
-                done += 1
-            return log_paths
-        finally:
-            self._stop(procs)  # whatever happened (timeout, Ctrl-C), no worker outlives the launch
+                deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+                done = 0
+                while done < n:
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        index, code = exits.get(timeout=remaining)
+                    except queue.Empty:
+                        raise LaunchTimeoutError(f"training did not finish within {self.timeout_s}s "
+                                                 f"(attempt {attempt}); worker logs: {log_paths}") from None
+                    if code != 0:
+                        self._stop(procs)
+                        for t in threads:
+                            t.join(timeout=5)
+                        raise AttemptFailed(WorkerFailure(attempt, index, code, log_paths[index],
+                                                           tail_lines(log_paths[index])))
+                    logger.info("worker %d finished (attempt %d)", index, attempt)
+                    done += 1
+                return log_paths
+            finally:
+                with termination_signals_blocked():
+                    self._stop(procs)  # whatever happened (timeout, Ctrl-C, SIGTERM), no worker outlives the launch
 
     @staticmethod
     def _stop(procs: list[subprocess.Popen]) -> None:
@@ -246,38 +322,3 @@ def _pump(index: int, proc: subprocess.Popen, log_path: str, attempt: int, marke
                 logger.info("worker %d | %s", index, line.rstrip())
     code = proc.wait()
     exits.put((index, code))
-
-
-LAUNCHERS: dict[str, type[Launcher]] = {LocalProcessLauncher.name: LocalProcessLauncher}
-
-
-def _register_cluster_backends() -> None:
-    # Imported here: the cluster backend's module imports this one.
-    from components.trainer.kubeflow_launcher import KubeflowTFJobLauncher
-    LAUNCHERS.setdefault(KubeflowTFJobLauncher.name, KubeflowTFJobLauncher)
-
-
-def launcher_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Launcher keyword options from a mapping, a JSON object string, or None/'' (no options)."""
-    if options is None:
-        return {}
-    if isinstance(options, str):
-        try:
-            options = json.loads(options) if options.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"launcher options must be a JSON object, got {options!r} ({exc})") from None
-    if not isinstance(options, Mapping):
-        raise TypeError(f"launcher options must be a mapping or a JSON object, got {options!r}")
-    return dict(options)
-
-
-def make_launcher(name: str, options: Mapping[str, Any] | str | None = None) -> Launcher:
-    """A launcher by registry name with its keyword options (a dict, or a JSON object string)."""
-    _register_cluster_backends()
-    if name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {name!r}; known: {sorted(LAUNCHERS)}")
-    options = launcher_options(options)
-    try:
-        return LAUNCHERS[name](**options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for launcher {name!r}: {options!r} ({exc})") from None

@@ -15,10 +15,18 @@ from components.trainer.config import TrainingConfig
 _ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
+def onednn_capped_below_bfloat16() -> bool:
+    """ONEDNN_MAX_CPU_ISA names an ISA without native bfloat16 (e.g. AVX2, to time a CPU class on another).
+
+    On a CPU that does have AVX512-BF16 such a cap is not a faithful AVX2 machine for bfloat16 ops: TensorFlow
+    still routes them to oneDNN (it checks the CPU, not the cap), and oneDNN's capped kernels abort them."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ONEDNN_ISAS_WITHOUT_BF16
+
+
 def cpu_has_bfloat16() -> bool:
     """AVX512-BF16 or AMX on this (Linux) CPU, and oneDNN not capped below them: bfloat16 convolutions then run
     at about twice the float32 rate."""
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ONEDNN_ISAS_WITHOUT_BF16:
+    if onednn_capped_below_bfloat16():
         return False
     try:
         with open("/proc/cpuinfo") as f:

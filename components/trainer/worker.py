@@ -3,7 +3,7 @@
 The launcher (local processes, or later a Kubeflow TFJob) provides, through the environment:
   TF_CONFIG                the cluster and this worker's task (required for more than one worker)
   TRAINER_ATTEMPT          which whole-cluster attempt this is (0 first; recorded in the history)
-  TRAINER_PARENT_PID       optional: the launcher's pid; the worker exits when that process is gone
+  TRAINER_PARENT_PID       optional: the launcher's pid; the worker dies with that process (see exit_with_parent)
   TRAINER_FAULT_INJECTION  optional chaos hook for fault-tolerance tests, JSON
                            {"worker": i, "epoch": e, "exit_code": c, "attempt": a, "action": x}: when
                            epoch e (0-based) begins in attempt a (default 0), worker i exits abruptly
@@ -79,20 +79,49 @@ def _fault_callback(spec: dict, worker_index: int, attempt: int) -> list:
     return []
 
 
-def exit_with_parent(parent_pid: int, poll_s: float = 2.0) -> None:
-    """A daemon thread that ends this worker once its launcher has died (the worker gets re-parented).
+def exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Ends this worker as soon as its launcher has died, however it died (SIGKILL included).
 
-    Without it, a launcher killed by SIGKILL would leave workers blocked in collectives behind."""
+    On Linux the kernel does it: PR_SET_PDEATHSIG delivers SIGKILL when the launcher thread that started this
+    process ends (the launcher waits in that thread for as long as its workers run). Elsewhere, and as a
+    fallback, a daemon thread polls for re-parenting. It exits without logging: a logging handler may be
+    blocked writing to the dead launcher's pipe, and taking its lock could hang the exit."""
+    _set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # died before we even got here
+        os._exit(70)
+
     def watch():
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
-        logger.error("launcher process %d is gone; exiting", parent_pid)
-        logging.shutdown()
+        _write_stderr_nonblocking(f"launcher process {parent_pid} is gone; exiting\n")
         os._exit(70)
 
-    if os.getppid() != parent_pid:  # died before we even got here
-        os._exit(70)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, sig) on Linux; False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _write_stderr_nonblocking(message: str) -> None:
+    """Writes to fd 2 only if that cannot block (a full pipe nobody reads any more)."""
+    import select
+
+    try:
+        if select.select([], [2], [], 0)[1]:
+            os.write(2, message.encode()[:512])
+    except OSError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,7 @@ def test_model_outputs_and_gradients_match_the_reference_ops(clip):
     np.testing.assert_allclose(traced(x).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.bfloat16
 def test_bfloat16_model_stays_close_to_float32():
     model = bresnet162plus1dd(num_classes=5, input_shape=(4, 32, 32, 3))
     _move_statistics(model)
@@ -97,6 +98,7 @@ def test_bfloat16_model_stays_close_to_float32():
     assert np.abs(got.numpy() - expected).max() <= 0.05 * np.abs(expected).max()
 
 
+@pytest.mark.bfloat16
 def test_bfloat16_training_steps_give_finite_gradients():
     # oneDNN's bfloat16 Conv3DBackpropFilter returned NaN in about 6 of 20 such steps on an AVX512-BF16 CPU;
     # the 2D kernels the layer trains with never did.

@@ -48,3 +48,20 @@ def bucket(gcs_emulator, request):
     from components import gcs
     name = "test-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
     return gcs.client().create_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def gcs_netns(tmp_path_factory):
+    """fake-gcs-server in a network namespace of its own, where https://storage.googleapis.com and
+    https://www.googleapis.com are the fake: TensorFlow's gs:// filesystem reaches it too, unlike the emulator
+    above. Run code against it with ``gcs_netns.run([...])`` (tests/standins/gcs_netns.py). Bucket
+    "bresnet-test" exists. Skipped where the stand-in cannot run (not root, no fake-gcs-server: run
+    scripts/install_standins.sh), except under CI=true, where that is a failure."""
+    from standins import gcs_netns as standin
+    reason = standin.available()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"GCS stand-in unavailable under CI: {reason}")
+        pytest.skip(reason)
+    with standin.GcsNetns(tmp_path_factory.mktemp("gcs_netns"), buckets=["bresnet-test"]) as gcs:
+        yield gcs

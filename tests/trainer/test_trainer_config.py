@@ -109,6 +109,7 @@ def test_fault_injection_spec_is_validated():
         parse_fault('{"worker": 0, "epoch": 0, "exit_code": 0}')
 
 
+@pytest.mark.bfloat16
 def test_bfloat16_precision_builds_a_mixed_model_with_float32_weights_and_outputs():
     from components.trainer.training import build_model, compute_precision
     config = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3), precision="bfloat16")

@@ -1,0 +1,1549 @@
+"""A stand-in for the Kubernetes API server, the Kubeflow Training Operator and one kubelet, on this machine.
+
+``KubeApiServer`` serves, over plain HTTP on 127.0.0.1, exactly the endpoints the Trainer's Kubeflow launcher
+uses, with the JSON shapes a real API server returns, so the official ``kubernetes`` Python client talks to it
+through an ordinary kubeconfig and deserializes what it gets into ``V1Pod``, ``CoreV1Event`` and friends::
+
+    POST   /apis/kubeflow.org/v1/namespaces/{ns}/tfjobs              create (409 AlreadyExists, webhook checks)
+    GET    /apis/kubeflow.org/v1/namespaces/{ns}/tfjobs              list (labelSelector)
+    GET    /apis/kubeflow.org/v1/namespaces/{ns}/tfjobs/{name}       get   (404 NotFound)
+    GET    /apis/kubeflow.org/v1/namespaces/{ns}/tfjobs/{name}/status     the status subresource
+    DELETE /apis/kubeflow.org/v1/namespaces/{ns}/tfjobs/{name}       propagationPolicy Foreground/Background/Orphan
+    GET    /api/v1/namespaces/{ns}/pods                              list (labelSelector, fieldSelector)
+    GET    /api/v1/namespaces/{ns}/pods/{name}                       get
+    GET    /api/v1/namespaces/{ns}/pods/{name}/log                   container, tailLines, previous, limitBytes
+    GET    /api/v1/namespaces/{ns}/events                            list (fieldSelector, e.g. involvedObject.name)
+    GET    /version
+
+A created TFJob is reconciled like the Training Operator v1 does it, and its replicas are REAL local processes:
+each pod's containers run their ``command`` + ``args`` with their ``env`` (the image is not pulled: this
+machine's Python stands in for it, a leading ``python``/``python3`` becomes the configured interpreter), in a
+process group of their own (``start_new_session``), stdout+stderr into a log file under ``workdir``.
+
+What is mirrored, and from where (kubeflow/training-operator at branch release-1.9, the last with the v1
+controllers, commit 078ec30; kubernetes/kubernetes for the kubelet and the API machinery):
+
+- pkg/webhooks/tensorflow/tfjob_webhook.go ``validateTFJob``: name a DNS-1035 label, ``tfReplicaSpecs`` required,
+  containers and images required, a container named ``tensorflow`` per replica type, at most one Chief/Master;
+  denials come back as controller-runtime's ``admission.Denied`` does through the API server (403 Forbidden,
+  ``admission webhook "validator.tfjob.training-operator.kubeflow.org" denied the request: ...``).
+- pkg/apis/kubeflow.org/v1/tensorflow_defaults.go ``SetDefaults_TFJob``: cleanPodPolicy None, successPolicy "",
+  replicas 1, restartPolicy Never, replica-type keys camel-cased, port ``tfjob-port`` 2222 added to the
+  ``tensorflow`` container (in the controller's copy only: the stored spec stays as created, as upstream).
+- pkg/controller.v1/tensorflow/tensorflow.go ``genTFConfigJSONStr``/``genClusterSpec``/``isDistributed``:
+  TF_CONFIG ``{"cluster":{<rtype>:[...]},"task":{"type":<rtype>,"index":i},"environment":"cloud"}`` (the sparse
+  form with ``enableDynamicWorker``), appended to the ``tensorflow`` container's env, none for a one-replica job;
+  pkg/controller.v1/tensorflow/util.go ``GetPortFromTFJob`` (the ``tfjob-port`` container port, default 2222).
+- pkg/controller.v1/common/util.go ``GenGeneralName`` (pods ``<job>-<replicatype>-<index>``),
+  pkg/controller.v1/common/job_controller.go ``GenLabels`` and pkg/controller.v1/common/pod.go ``createNewPod``
+  (labels ``training.kubeflow.org/{operator-name,job-name,replica-type,replica-index,job-role}``), pkg/core/pod.go
+  ``SetRestartPolicy`` (ExitCode becomes pod restartPolicy Never).
+- pkg/controller.v1/common/job.go ``ReconcileJobs`` (finished jobs: cleanPodPolicy, Active folded into Succeeded;
+  ``exceedsBackoffLimit``/``PastBackoffLimit`` then ``PastActiveDeadline``: all pods deleted, Failed;
+  ttlSecondsAfterFinished), pkg/core/job.go ``PastBackoffLimit``/``PastActiveDeadline``,
+  pkg/controller.v1/common/pod.go ``ReconcilePods`` (a Failed pod under ExitCode with a retryable code, or
+  OnFailure/Always, is deleted and recreated: Restarting; ExitCode 1-127: Failed), pkg/util/train/train_util.go
+  ``IsRetryableExitCode`` (>= 128), pkg/core/status.go ``UpdateJobReplicaStatuses``.
+- pkg/controller.v1/tensorflow/tfjob_controller.go ``UpdateJobStatus`` (Chief/Master decides Running/Succeeded,
+  else Worker 0 or all workers per ``successPolicy``; failed replicas: Restarting kept or Failed),
+  ``IsWorker0Completed``, ``onOwnerCreateFunc`` (Created); pkg/util/status.go ``UpdateJobConditions``/``setCondition``/
+  ``filterOutCondition`` (nothing changes once Failed; Running and Restarting replace each other; Running turns
+  "False" when Succeeded or Failed is added; lastTransitionTime kept while status is unchanged), reasons
+  ``TFJobCreated``/``TFJobRunning``/``TFJobRestarting``/``TFJobSucceeded``/``TFJobFailed``.
+- kubernetes pkg/kubelet/kubelet_pods.go ``getPhase`` (Pending/Running/Succeeded/Failed from container states and
+  restartPolicy) and ``validateContainerLogStatus`` (which container instance ``log`` and ``previous`` read, and
+  the "is waiting to start" errors); pkg/kubelet/kubelet.go crash-loop back-off (first restart at once, then 10 s
+  doubling to 300 s, ``CrashLoopBackOff``); restartCount; ``ErrImagePull``/``ImagePullBackOff`` and
+  ``CreateContainerConfigError`` waiting reasons; graceful deletion (SIGTERM to the container, SIGKILL after
+  ``terminationGracePeriodSeconds``, default 30); when a container's main process exits the rest of its process
+  group is killed, as a container's PID namespace would be.
+- k8s.io/apimachinery pkg/api/errors/errors.go: ``Status`` bodies of 404 NotFound, 409 AlreadyExists, 422 Invalid
+  (CR names must be DNS-1123 subdomains), 400 BadRequest; the garbage collector's propagation policies (Foreground
+  keeps the TFJob, with ``deletionTimestamp`` and the ``foregroundDeletion`` finalizer, until its pods are gone).
+- the scheduler's ``PodScheduled=False/Unschedulable`` condition and ``FailedScheduling`` event when the pod's
+  requests do not fit (only with ``node_allocatable``); events are aggregated by (object, reason, message) with
+  ``count`` as client-go's event correlator does.
+
+Deviations (on purpose, because everything runs on one machine):
+
+- TF_CONFIG addresses: upstream gives ``<job>-<rtype>-<i>.<ns>.svc:<port>`` (a headless Service per replica);
+  here each replica gets ``127.0.0.1:<free port>``, fixed per replica for the TFJob's life (so a recreated or
+  restarted replica keeps its address, as the Service name would). There is no DNS and no Service object.
+- The operator's ``exceedsBackoffLimit`` uses the work queue's requeue count; it is taken as 0 here, so it only
+  fires with ``backoffLimit: 0`` (with ExitCode and a retryable code, upstream too restarts without bound:
+  kubeflow/training-operator#2045).
+- Unknown replica types are refused at create time (upstream accepts and then ignores them in status).
+- The deadline failure carries upstream's reason ``TFJobFailed`` and message "... active longer than specified
+  deadline"; a launcher should match the message (or elapsed time), not a ``DeadlineExceeded`` reason.
+- The replica environment starts from this process's environment (standing in for the image's ``ENV``), minus
+  ``TF_CONFIG``/``KUBECONFIG``, plus ``env`` given to the server; then what the kubelet adds (``HOSTNAME`` = pod
+  name, ``KUBERNETES_SERVICE_HOST``/``PORT`` = this server), then the container's env (``value`` with ``$(VAR)``
+  expansion, ``valueFrom.fieldRef`` for metadata.name/namespace/uid/labels/annotations, spec.nodeName,
+  spec.serviceAccountName, status.podIP/hostIP). Secrets, ConfigMaps and resourceFieldRef do not exist here:
+  a non-optional reference leaves the container waiting in ``CreateContainerConfigError``.
+  ``workingDir`` is used when it exists on this machine, else the server's working directory.
+- A container without ``command`` runs its ``args`` (there is no image ENTRYPOINT to prepend).
+
+Not emulated: real scheduling (one node; resources only matter with ``node_allocatable``), resource limits,
+image pulls (with ``images`` given, any other image fails to pull), networking/DNS/Services, volumes and mounts,
+RBAC enforcement and authentication (the token in the kubeconfig is accepted, every request is logged with its
+RBAC verb and resource for tests: ``requests()``), admission other than the TFJob webhook, watches
+(``watch=true`` is refused with 400), PUT/PATCH, other resources, init containers, probes, OOM kills,
+``suspend``, gang scheduling, other job kinds, multiple nodes.
+
+Run it alone with ``python -m pipeline.kfp_local.kube_api --workdir DIR``: it prints the kubeconfig path and
+serves until SIGTERM or Ctrl-C, then kills every replica process group it started.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import dataclasses
+import datetime
+import http.server
+import itertools
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any, Callable, Collection, Mapping
+
+logger = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "tfjobs", "TFJob"
+CONTAINER_NAME = "tensorflow"
+PORT_NAME, DEFAULT_PORT = "tfjob-port", 2222
+OPERATOR_NAME = "tfjob-controller"
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+OPERATOR_NAME_LABEL = "training.kubeflow.org/operator-name"
+JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
+WEBHOOK_NAME = "validator.tfjob.training-operator.kubeflow.org"
+# UpdateJobStatus's iteration order (tfjob_controller.go); "Evaluator" is TFJobReplicaTypeEval.
+REPLICA_TYPES = ("Chief", "Evaluator", "Master", "PS", "Worker")
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+CLEAN_POD_POLICIES = ("All", "Running", "None")
+NODE_NAME = "kube-api-stand-in-node"
+MAX_CRASH_LOOP_BACKOFF_S = 300.0
+DEFAULT_GRACE_S = 30.0
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+_PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
+_VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+class ApiError(Exception):
+    """An error the API answers with a ``Status`` object."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.body = _status_body(code, reason, message, details)
+        self.code = code
+
+
+def _not_found(resource: str, name: str, group: str = "") -> ApiError:
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(404, "NotFound", f'{qualified} "{name}" not found',
+                    {"name": name, **({"group": group} if group else {}), "kind": resource})
+
+
+# ---- selectors and quantities ------------------------------------------------------------------------
+
+def _parse_label_selector(text: str) -> list[Callable[[Mapping[str, str]], bool]]:
+    """Equality- and set-based label selector terms (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``,
+    ``a``, ``!a``), AND-ed."""
+    terms: list[Callable[[Mapping[str, str]], bool]] = []
+    for raw in re.findall(r"(?:[^,(]|\([^)]*\))+", text or ""):
+        term = raw.strip()
+        if not term:
+            continue
+        m = re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^)]*)\)", term)
+        if m:
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+            if op == "in":
+                terms.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                terms.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            continue
+        m = re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*(\S*)", term)
+        if m:
+            key, op, value = m.groups()
+            if op == "!=":
+                terms.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            else:
+                terms.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            continue
+        if term.startswith("!"):
+            terms.append(lambda labels, k=term[1:].strip(): k not in labels)
+        elif re.fullmatch(r"[^=!\s]+", term):
+            terms.append(lambda labels, k=term: k in labels)
+        else:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
+    return terms
+
+
+def _parse_field_selector(text: str) -> list[tuple[str, str, str]]:
+    terms = []
+    for term in filter(None, (t.strip() for t in (text or "").split(","))):
+        m = re.fullmatch(r"([^=!]+?)\s*(==|=|!=)\s*(.*)", term)
+        if not m:
+            raise ApiError(400, "BadRequest", f"invalid selector: '{text}'; can't understand '{term}'")
+        terms.append((m.group(1), m.group(2), m.group(3)))
+    return terms
+
+
+def _field(obj: Mapping, path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return "" if value is None else str(value)
+
+
+def _matches(obj: dict, labels: list, fields: list) -> bool:
+    obj_labels = obj.get("metadata", {}).get("labels") or {}
+    if not all(term(obj_labels) for term in labels):
+        return False
+    for path, op, value in fields:
+        equal = _field(obj, path) == value
+        if equal != (op != "!="):
+            return False
+    return True
+
+
+_SUFFIXES = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+             "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def parse_quantity(text: Any) -> float:
+    """A Kubernetes resource quantity (``500m``, ``4``, ``16Gi``, ``1e3``) as a number."""
+    s = str(text).strip()
+    m = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?", s)
+    if not m:
+        raise ValueError(f"quantities must match the regular expression "
+                         f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$', got {s!r}")
+    return float(m.group(1)) * _SUFFIXES[m.group(2) or ""]
+
+
+def _pod_requests(pod_spec: dict) -> dict[str, float]:
+    total: dict[str, float] = collections.defaultdict(float)
+    for container in pod_spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        # API defaulting: requests default to limits.
+        requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for name, value in requests.items():
+            total[name] += parse_quantity(value)
+    return dict(total)
+
+
+def _parse_bool(value: str | None) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- runtime state -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Instance:
+    """One run of a container: a process, its log file and how it ended."""
+    container_id: str
+    log_path: str
+    started_at: str
+    proc: subprocess.Popen | None = None
+    terminated: dict | None = None
+
+
+@dataclasses.dataclass
+class _Container:
+    spec: dict
+    restart_count: int = 0
+    instances: list[_Instance] = dataclasses.field(default_factory=list)
+    waiting: dict | None = dataclasses.field(default_factory=lambda: {"reason": "ContainerCreating"})
+    next_start: float = 0.0        # monotonic time of the next (re)start or pull attempt
+    backoff_s: float = 0.0
+    pull_failures: int = 0
+    final: bool = False            # terminated and not going to be restarted
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @property
+    def current(self) -> _Instance | None:
+        return self.instances[-1] if self.instances else None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The current instance's process until the kubelet has reaped it (so its process group id is reserved)."""
+        current = self.current
+        return current.proc if current and current.proc and current.terminated is None else None
+
+    def last_state(self) -> _Instance | None:
+        """The instance ``lastState.terminated`` describes."""
+        ended = [i for i in self.instances if i.terminated is not None]
+        current = self.current
+        if self.waiting is not None or (current is not None and current.terminated is None):
+            return ended[-1] if ended else None
+        return ended[-2] if len(ended) >= 2 else None
+
+
+@dataclasses.dataclass
+class _Pod:
+    obj: dict
+    containers: list[_Container]
+    owner: tuple[str, str] | None               # (namespace, tfjob name)
+    requests: dict[str, float]
+    log_dir: str
+    scheduled: bool = False
+    scheduling_failed_at: float = 0.0
+    delete_requested: float | None = None       # monotonic
+    grace_s: float = DEFAULT_GRACE_S
+    sigkill_sent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.obj["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.obj["metadata"]["namespace"]
+
+    @property
+    def phase(self) -> str:
+        return self.obj["status"].get("phase", "Pending")
+
+    def alive(self) -> bool:
+        return any(c.proc is not None for c in self.containers)
+
+
+@dataclasses.dataclass
+class _TFJob:
+    obj: dict                                   # what the API serves
+    spec: dict                                  # the controller's defaulted copy of obj["spec"]
+    addresses: dict[tuple[str, int], int]       # (rtype lower, index) -> loopback port
+    start_mono: float | None = None             # status.startTime, monotonic
+    completion_mono: float | None = None
+    deleting: str | None = None                 # propagation policy once DELETE arrived
+    exits_reported: set = dataclasses.field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.obj["metadata"]["namespace"], self.obj["metadata"]["name"]
+
+
+# ---- the server ---------------------------------------------------------------------------------------
+
+class KubeApiServer:
+    """Kubernetes API + Training Operator + kubelet stand-in; see the module docstring.
+
+    ``workdir`` receives the kubeconfig, the request log and the replica logs. ``namespace`` is the kubeconfig
+    context's namespace (it and ``default`` exist; creating in any other namespace is a 404 as on a cluster).
+    ``python`` replaces a leading ``python``/``python3`` of replica commands; ``env`` is added to every replica's
+    environment. Keyword-only knobs for tests: ``node_allocatable`` (e.g. ``{"cpu": "2", "memory": "4Gi"}``: pods
+    whose requests do not fit stay Pending/Unschedulable; None: everything fits), ``images`` (the images that
+    "exist"; others fail with ErrImagePull/ImagePullBackOff; None: every image exists), ``crash_loop_backoff_s``
+    (the kubelet's initial restart back-off, 10 s upstream) and ``tick_s`` (controller loop period).
+    """
+
+    def __init__(self, workdir: str, namespace: str = "kubeflow-user", python: str = sys.executable,
+                 env: Mapping[str, str] | None = None, *, node_allocatable: Mapping[str, str] | None = None,
+                 images: Collection[str] | None = None, crash_loop_backoff_s: float = 10.0, tick_s: float = 0.05):
+        if not re.fullmatch(_DNS1123_LABEL, namespace or "") or len(namespace) > 63:
+            raise ValueError(f"namespace must be a DNS-1123 label, got {namespace!r}")
+        self.workdir = os.path.abspath(workdir)
+        self.namespace = namespace
+        self.python = python
+        self.env = dict(env or {})
+        self.node_allocatable = ({k: parse_quantity(v) for k, v in node_allocatable.items()}
+                                 if node_allocatable is not None else None)
+        self.images = None if images is None else set(images)
+        self.crash_loop_backoff_s = float(crash_loop_backoff_s)
+        self.tick_s = float(tick_s)
+        self.url: str | None = None
+        self.kubeconfig: str | None = None
+        self.port: int | None = None
+        self._namespaces = {namespace, "default"}
+        self._lock = threading.RLock()
+        self._rv = itertools.count(1)
+        self._jobs: dict[tuple[str, str], _TFJob] = {}
+        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._events: dict[tuple[str, str], dict] = {}
+        self._event_keys: dict[tuple, tuple[str, str]] = {}
+        self._requests: list[dict] = []
+        self._stopping = threading.Event()
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._request_log = None
+        self._all_pods_seen: list[_Pod] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> "KubeApiServer":
+        os.makedirs(self.workdir, exist_ok=True)
+        self._request_log = open(os.path.join(self.workdir, "api-requests.log"), "a", buffering=1)
+        handler = type("_BoundHandler", (_Handler,), {"api": self})
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
+        self._write_kubeconfig(self.kubeconfig)
+        self._threads = [threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                          name="kube-api-http", daemon=True),
+                         threading.Thread(target=self._control_loop, name="kube-api-controllers", daemon=True)]
+        for t in self._threads:
+            t.start()
+        logger.info("Kubernetes API stand-in at %s (kubeconfig %s, namespace %s)", self.url, self.kubeconfig,
+                    self.namespace)
+        return self
+
+    def stop(self) -> None:
+        """Kills every replica process group at once, then stops serving."""
+        self._stopping.set()
+        for t in self._threads[1:]:
+            t.join(timeout=10)
+        with self._lock:
+            procs = [c.proc for pod in self._all_pods_seen for c in pod.containers if c.proc is not None]
+        for proc in procs:
+            _killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                logger.error("replica process %d did not die after SIGKILL", proc.pid)
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._threads:
+            self._threads[0].join(timeout=10)
+        with self._lock:
+            if self._request_log is not None:
+                self._request_log.close()
+                self._request_log = None
+
+    def __enter__(self) -> "KubeApiServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _write_kubeconfig(self, path: str) -> None:
+        import yaml
+
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "kube-api-stand-in", "cluster": {"server": self.url}}],
+            "users": [{"name": "kube-api-stand-in", "user": {"token": "kube-api-stand-in"}}],
+            "contexts": [{"name": "kube-api-stand-in", "context": {
+                "cluster": "kube-api-stand-in", "user": "kube-api-stand-in", "namespace": self.namespace}}],
+            "current-context": "kube-api-stand-in",
+        }
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        os.replace(tmp, path)
+
+    # ---- test accessors ----------------------------------------------------------------------------------
+
+    def tfjobs(self) -> list[dict]:
+        with self._lock:
+            return [copy.deepcopy(job.obj) for job in self._jobs.values()]
+
+    def pods(self) -> list[dict]:
+        with self._lock:
+            return [copy.deepcopy(pod.obj) for pod in self._pods.values()]
+
+    def replica_pids(self) -> dict[str, int]:
+        """Pod name -> pid of its running ``tensorflow`` container process (the first container otherwise)."""
+        out = {}
+        with self._lock:
+            for pod in self._pods.values():
+                named = [c for c in pod.containers if c.name == CONTAINER_NAME] or pod.containers[:1]
+                proc = named[0].proc if named else None
+                if proc is not None:
+                    out[pod.name] = proc.pid
+        return out
+
+    def requests(self) -> list[dict]:
+        """Every API request so far: method, path, RBAC verb/apiGroup/resource(/subresource), namespace, name, code."""
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    # ---- HTTP dispatch -----------------------------------------------------------------------------------
+
+    _ROUTES = [
+        (re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs$"), "tfjobs", False, None),
+        (re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs/([^/]+)$"), "tfjobs", True, None),
+        (re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs/([^/]+)/status$"), "tfjobs", True, "status"),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/pods$"), "pods", False, None),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$"), "pods", True, None),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$"), "pods", True, "log"),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/events$"), "events", False, None),
+    ]
+
+    def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, str, bytes]:
+        parsed = urllib.parse.urlsplit(raw_path)
+        path = parsed.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+        record = {"method": method, "path": path, "query": parsed.query, "verb": None, "apiGroup": None,
+                  "resource": None, "subresource": None, "namespace": None, "name": None, "code": None}
+        try:
+            code, content_type, payload = self._route(method, path, query, body, record)
+        except ApiError as exc:
+            code, content_type, payload = exc.code, "application/json", json.dumps(exc.body).encode()
+        except Exception as exc:  # a bug here must not hang the client
+            logger.exception("stand-in failed on %s %s", method, raw_path)
+            code, content_type = 500, "application/json"
+            payload = json.dumps(_status_body(500, "InternalError", f"stand-in error: {exc!r}")).encode()
+        record["code"] = code
+        with self._lock:
+            self._requests.append(record)
+            if self._request_log is not None:
+                self._request_log.write(json.dumps(record) + "\n")
+        return code, content_type, payload
+
+    def _route(self, method: str, path: str, query: dict, body: bytes, record: dict) -> tuple[int, str, bytes]:
+        if path == "/version" and method == "GET":
+            return 200, "application/json", json.dumps({
+                "major": "1", "minor": "31", "gitVersion": "v1.31.0-kube-api-stand-in", "platform": sys.platform,
+            }).encode()
+        for pattern, resource, named, sub in self._ROUTES:
+            m = pattern.match(path)
+            if not m:
+                continue
+            namespace = urllib.parse.unquote(m.group(1))
+            name = urllib.parse.unquote(m.group(2)) if named else None
+            group = GROUP if resource == "tfjobs" else ""
+            if method == "GET":
+                verb = "get" if named else ("watch" if _parse_bool(query.get("watch")) else "list")
+            else:
+                verb = {"POST": "create", "DELETE": "delete" if named else "deletecollection", "PUT": "update",
+                        "PATCH": "patch"}.get(method, method.lower())
+            record.update(verb=verb, apiGroup=group, resource=resource, subresource=sub, namespace=namespace,
+                          name=name)
+            if verb == "watch":
+                raise ApiError(400, "BadRequest", "watch is not supported by the Kubernetes API stand-in")
+            handler = getattr(self, f"_{verb}_{resource}{'_' + sub if sub else ''}", None)
+            if handler is None:
+                raise ApiError(405, "MethodNotAllowed",
+                               "the server does not allow this method on the requested resource")
+            return handler(namespace, name, query, body) if named else handler(namespace, query, body)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    @staticmethod
+    def _json(obj: Any, code: int = 200) -> tuple[int, str, bytes]:
+        return code, "application/json", json.dumps(obj).encode()
+
+    def _list(self, kind: str, items: list[dict]) -> tuple[int, str, bytes]:
+        with self._lock:
+            rv = str(next(self._rv))
+        api_version = f"{GROUP}/{VERSION}" if kind == "TFJobList" else "v1"
+        return self._json({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv},
+                           "items": items})
+
+    # ---- TFJobs ------------------------------------------------------------------------------------------
+
+    def _create_tfjobs(self, namespace: str, query: dict, body: bytes):
+        try:
+            obj = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("kind") != KIND or obj.get("apiVersion") != f"{GROUP}/{VERSION}":
+            raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not match "
+                                              f"the expected API version ({GROUP}/{VERSION})"
+                           if isinstance(obj, dict) else "the body must be a TFJob object")
+        meta = obj.setdefault("metadata", {})
+        if meta.get("namespace") not in (None, "", namespace):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                                              "sent on the request")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        name = meta.get("name") or ""
+        with self._lock:
+            if namespace not in self._namespaces:
+                raise _not_found("namespaces", namespace)
+            if not name:
+                raise ApiError(422, "Invalid", f'{KIND}.{GROUP} "" is invalid: metadata.name: Required value: name '
+                                               f"or generateName is required",
+                               {"group": GROUP, "kind": KIND})
+            if not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+                raise ApiError(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: metadata.name: Invalid value: '
+                                               f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case '
+                                               f"alphanumeric characters, '-' or '.', and must start and end with an "
+                                               f"alphanumeric character", {"name": name, "group": GROUP, "kind": KIND})
+            if not isinstance(obj.get("spec"), dict) or not obj["spec"].get("tfReplicaSpecs"):
+                # The CRD's OpenAPI schema (manifests/base/crds/kubeflow.org_tfjobs.yaml) requires it.
+                raise ApiError(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: spec.tfReplicaSpecs: Required '
+                                               f"value", {"name": name, "group": GROUP, "kind": KIND})
+            errors = _validate_tfjob(obj)
+            if errors:
+                message = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+                raise ApiError(403, "Forbidden",
+                               f'admission webhook "{WEBHOOK_NAME}" denied the request: {message}')
+            if (namespace, name) in self._jobs:
+                raise ApiError(409, "AlreadyExists", f'{PLURAL}.{GROUP} "{name}" already exists',
+                               {"name": name, "group": GROUP, "kind": PLURAL})
+            obj.pop("status", None)  # the status subresource: status is not writable through the main resource
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv)),
+                        generation=1, creationTimestamp=_now())
+            spec = _default_tfjob_spec(obj["spec"])
+            addresses = {(rtype.lower(), i): _free_port()
+                         for rtype, rspec in spec["tfReplicaSpecs"].items() for i in range(rspec["replicas"])}
+            job = _TFJob(obj=obj, spec=spec, addresses=addresses)
+            self._jobs[(namespace, name)] = job
+            # onOwnerCreateFunc: the Created condition, persisted with the first status update.
+            self._set_condition(job.obj.setdefault("status", {}), "Created", "True", "TFJobCreated",
+                                f"TFJob {name} is created.")
+            served = copy.deepcopy(obj)
+            served.pop("status", None)
+        return self._json(served, 201)
+
+    def _list_tfjobs(self, namespace: str, query: dict, body: bytes):
+        labels = _parse_label_selector(query.get("labelSelector", ""))
+        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        with self._lock:
+            items = [copy.deepcopy(j.obj) for (ns, _), j in sorted(self._jobs.items()) if ns == namespace
+                     and _matches(j.obj, labels, fields)]
+        return self._list("TFJobList", items)
+
+    def _get_tfjobs(self, namespace: str, name: str, query: dict, body: bytes):
+        with self._lock:
+            job = self._jobs.get((namespace, name))
+            if job is None:
+                raise _not_found(PLURAL, name, GROUP)
+            return self._json(copy.deepcopy(job.obj))
+
+    _get_tfjobs_status = _get_tfjobs
+
+    def _delete_tfjobs(self, namespace: str, name: str, query: dict, body: bytes):
+        policy = query.get("propagationPolicy")
+        if body:
+            try:
+                options = json.loads(body)
+            except ValueError:
+                options = {}
+            if isinstance(options, dict):
+                policy = options.get("propagationPolicy") or policy
+                if options.get("orphanDependents") is True and policy is None:
+                    policy = "Orphan"
+        policy = policy or "Background"  # the default for custom resources
+        if policy not in ("Foreground", "Background", "Orphan"):
+            raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported '
+                                           f'value: "{policy}": supported values: "Foreground", "Background", "Orphan"')
+        with self._lock:
+            job = self._jobs.get((namespace, name))
+            if job is None:
+                raise _not_found(PLURAL, name, GROUP)
+            meta = job.obj["metadata"]
+            if job.deleting is None:
+                job.deleting = policy
+                meta["deletionTimestamp"] = _now()
+                meta["deletionGracePeriodSeconds"] = 0
+                if policy == "Foreground":
+                    meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
+                meta["resourceVersion"] = str(next(self._rv))
+            owned = [p for p in self._pods.values() if p.owner == job.key]
+            if policy == "Orphan":
+                for pod in owned:
+                    pod.owner = None
+                    pod.obj["metadata"].pop("ownerReferences", None)
+            else:
+                for pod in owned:
+                    self._delete_pod(pod)
+            if policy != "Foreground" or not any(p.owner == job.key for p in self._pods.values()):
+                uid = meta["uid"]
+                del self._jobs[job.key]
+                return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                   "details": {"name": name, "group": GROUP, "kind": PLURAL, "uid": uid}})
+            return self._json(copy.deepcopy(job.obj))
+
+    # ---- pods, logs, events ------------------------------------------------------------------------------
+
+    def _list_pods(self, namespace: str, query: dict, body: bytes):
+        labels = _parse_label_selector(query.get("labelSelector", ""))
+        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        with self._lock:
+            items = [copy.deepcopy(p.obj) for (ns, _), p in sorted(self._pods.items()) if ns == namespace
+                     and _matches(p.obj, labels, fields)]
+        return self._list("PodList", items)
+
+    def _get_pods(self, namespace: str, name: str, query: dict, body: bytes):
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise _not_found("pods", name)
+            return self._json(copy.deepcopy(pod.obj))
+
+    def _get_pods_log(self, namespace: str, name: str, query: dict, body: bytes):
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise _not_found("pods", name)
+            names = [c.name for c in pod.containers]
+            wanted = query.get("container")
+            if not wanted:
+                if len(names) != 1:
+                    raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, choose "
+                                                      f"one of: [{' '.join(names)}]")
+                wanted = names[0]
+            container = next((c for c in pod.containers if c.name == wanted), None)
+            if container is None:
+                raise ApiError(400, "BadRequest", f"container {wanted} is not valid for pod {name}")
+            instance = self._log_instance(pod, container, _parse_bool(query.get("previous")))
+            path = instance.log_path
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        tail = query.get("tailLines")
+        if tail not in (None, ""):
+            n = int(tail)
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-n:]) if n > 0 else b""
+        limit = query.get("limitBytes")
+        if limit not in (None, ""):
+            data = data[:int(limit)]
+        return 200, "text/plain", data
+
+    @staticmethod
+    def _log_instance(pod: _Pod, container: _Container, previous: bool) -> _Instance:
+        """kubelet's validateContainerLogStatus: which container instance a log request reads."""
+        last = container.last_state()
+        if previous:
+            if last is None:
+                raise ApiError(400, "BadRequest", f'previous terminated container "{container.name}" in pod '
+                                                  f'"{pod.name}" not found')
+            return last
+        current = container.current
+        if current is not None and container.waiting is None:
+            return current           # running, or terminated
+        if last is not None:
+            return last              # waiting to restart: the last terminated instance
+        reason = (container.waiting or {}).get("reason", "ContainerCreating")
+        detail = {"ErrImagePull": "image can't be pulled",
+                  "ImagePullBackOff": "trying and failing to pull image"}.get(reason, reason)
+        raise ApiError(400, "BadRequest", f'container "{container.name}" in pod "{pod.name}" is waiting to start: '
+                                          f"{detail}")
+
+    def _list_events(self, namespace: str, query: dict, body: bytes):
+        labels = _parse_label_selector(query.get("labelSelector", ""))
+        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        with self._lock:
+            items = [copy.deepcopy(e) for (ns, _), e in self._events.items() if ns == namespace
+                     and _matches(e, labels, fields)]
+        return self._list("EventList", items)
+
+    def _record_event(self, involved: dict, kind: str, event_type: str, reason: str, message: str,
+                      component: str) -> None:
+        meta = involved["metadata"]
+        key = (meta["uid"], reason, message)
+        now = _now()
+        existing = self._event_keys.get(key)
+        if existing and existing in self._events:
+            event = self._events[existing]
+            event["count"] += 1
+            event["lastTimestamp"] = now
+            event["metadata"]["resourceVersion"] = str(next(self._rv))
+            return
+        name = f"{meta['name']}.{secrets.token_hex(8)}"
+        api_version = f"{GROUP}/{VERSION}" if kind == KIND else "v1"
+        self._events[(meta["namespace"], name)] = {
+            "metadata": {"name": name, "namespace": meta["namespace"], "uid": str(uuid.uuid4()),
+                         "resourceVersion": str(next(self._rv)), "creationTimestamp": now},
+            "involvedObject": {"kind": kind, "namespace": meta["namespace"], "name": meta["name"],
+                               "uid": meta["uid"], "apiVersion": api_version,
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": reason, "message": message,
+            "source": {"component": component, **({"host": NODE_NAME} if component == "kubelet" else {})},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": event_type,
+            "eventTime": None, "reportingComponent": component, "reportingInstance": "",
+        }
+        self._event_keys[key] = (meta["namespace"], name)
+
+    # ---- the control loop: operator, scheduler, kubelet, garbage collector -------------------------------
+
+    def _control_loop(self) -> None:
+        while not self._stopping.wait(self.tick_s):
+            try:
+                with self._lock:
+                    self._tick()
+            except Exception:  # keep serving; the failure is in the log
+                logger.exception("Kubernetes API stand-in: controller tick failed")
+
+    def _tick(self) -> None:
+        for pod in list(self._pods.values()):
+            self._kubelet(pod)
+        for job in list(self._jobs.values()):
+            if job.deleting:
+                if not any(p.owner == job.key for p in self._pods.values()):
+                    del self._jobs[job.key]     # foreground deletion done: the finalizer is removed
+                continue
+            self._reconcile(job)
+        for pod in list(self._pods.values()):  # garbage collector: owner gone
+            if pod.owner is not None and pod.owner not in self._jobs and pod.delete_requested is None:
+                self._delete_pod(pod)
+
+    # -- the operator
+
+    def _set_condition(self, status: dict, ctype: str, cstatus: str, reason: str, message: str) -> None:
+        """pkg/util/status.go setCondition + filterOutCondition."""
+        conditions = status.get("conditions") or []
+        if any(c["type"] == "Failed" and c["status"] == "True" for c in conditions):
+            return
+        current = next((c for c in conditions if c["type"] == ctype), None)
+        if current is not None and current["status"] == cstatus and current.get("reason") == reason:
+            return
+        now = _now()
+        condition = {"type": ctype, "status": cstatus, "reason": reason, "message": message,
+                     "lastUpdateTime": now, "lastTransitionTime": now}
+        if current is not None and current["status"] == cstatus:
+            condition["lastTransitionTime"] = current["lastTransitionTime"]
+        kept = []
+        for c in conditions:
+            if (ctype == "Restarting" and c["type"] == "Running") or (ctype == "Running" and c["type"] == "Restarting"):
+                continue
+            if c["type"] == ctype:
+                continue
+            if ctype in ("Failed", "Succeeded") and c["type"] == "Running":
+                c = {**c, "status": "False"}
+            kept.append(c)
+        status["conditions"] = kept + [condition]
+
+    @staticmethod
+    def _is(status: dict, ctype: str) -> bool:
+        return any(c["type"] == ctype and c["status"] == "True" for c in status.get("conditions") or [])
+
+    def _reconcile(self, job: _TFJob) -> None:
+        """pkg/controller.v1/common/job.go ReconcileJobs for one TFJob."""
+        before = copy.deepcopy(job.obj.get("status") or {})
+        status = copy.deepcopy(before)
+        ns, name = job.key
+        spec, run_policy = job.spec, job.spec["runPolicy"]
+        replicas = spec["tfReplicaSpecs"]
+        pods = [p for p in self._pods.values() if p.owner == job.key]
+        if self._is(status, "Succeeded") or self._is(status, "Failed"):
+            self._clean_up(job, pods, status)
+            if self._is(status, "Succeeded"):
+                for rs in (status.get("replicaStatuses") or {}).values():
+                    if rs.get("active"):
+                        rs["succeeded"] = rs.get("succeeded", 0) + rs.pop("active")
+            ttl = run_policy.get("ttlSecondsAfterFinished")
+            if ttl is not None and job.completion_mono is not None and time.monotonic() >= job.completion_mono + ttl:
+                job.deleting = "Background"
+                job.obj["metadata"]["deletionTimestamp"] = _now()
+                for pod in pods:
+                    self._delete_pod(pod)
+            self._save_status(job, before, status)
+            return
+
+        active = [p for p in pods if p.phase not in ("Succeeded", "Failed") and p.delete_requested is None]
+        failed = sum(1 for p in pods if p.phase == "Failed")
+        total = sum(r["replicas"] for r in replicas.values())
+        prev_failed = sum(rs.get("failed", 0) for rs in (status.get("replicaStatuses") or {}).values())
+        failure = None
+        backoff_limit = run_policy.get("backoffLimit")
+        if backoff_limit is not None:
+            # previousRetry (the work queue's requeue count) is taken as 0: see the module docstring.
+            exceeds = failed > prev_failed and len(active) != total and 0 + 1 > backoff_limit
+            if exceeds or self._past_backoff_limit(replicas, pods, backoff_limit):
+                failure = f"Job {name} has failed because it has reached the specified backoff limit"
+        deadline = run_policy.get("activeDeadlineSeconds")
+        if failure is None and deadline is not None and job.start_mono is not None \
+                and time.monotonic() - job.start_mono >= deadline:
+            failure = f"Job {name} has failed because it was active longer than specified deadline"
+        if failure is not None:
+            if status.get("completionTime") is None:
+                status["completionTime"] = _now()
+                job.completion_mono = time.monotonic()
+            for pod in pods:  # DeletePodsAndServices on a job that is not finished yet: every pod
+                self._delete_pod(pod, event_owner=job)
+            self._record_event(job.obj, KIND, "Normal", "TFJobFailed", failure, OPERATOR_NAME)
+            self._set_condition(status, "Failed", "True", "TFJobFailed", failure)
+            self._save_status(job, before, status)
+            return
+
+        status["replicaStatuses"] = {}
+        for rtype in REPLICA_TYPES:
+            if rtype in replicas:
+                self._reconcile_pods(job, status, pods, rtype, replicas[rtype])
+        self._update_job_status(job, status, replicas)
+        self._save_status(job, before, status)
+
+    @staticmethod
+    def _past_backoff_limit(replicas: dict, pods: list[_Pod], limit: int) -> bool:
+        restarts = 0
+        for rtype, rspec in replicas.items():
+            if rspec["restartPolicy"] not in ("OnFailure", "Always", "ExitCode"):
+                continue
+            for pod in pods:
+                if pod.obj["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == rtype.lower() and pod.phase == "Running":
+                    restarts += sum(c.restart_count for c in pod.containers)
+        return restarts > 0 if limit == 0 else restarts >= limit
+
+    def _clean_up(self, job: _TFJob, pods: list[_Pod], status: dict) -> None:
+        policy = job.spec["runPolicy"]["cleanPodPolicy"]
+        if policy == "None":
+            return
+        for pod in pods:
+            if policy == "Running" and pod.phase not in ("Running", "Pending"):
+                continue
+            self._delete_pod(pod, event_owner=job)
+
+    def _reconcile_pods(self, job: _TFJob, status: dict, pods: list[_Pod], rtype: str, rspec: dict) -> None:
+        """pkg/controller.v1/common/pod.go ReconcilePods for one replica type."""
+        rt = rtype.lower()
+        counts = status["replicaStatuses"].setdefault(rtype, {})
+        mine = [p for p in pods if p.obj["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == rt]
+        by_index: dict[int, list[_Pod]] = collections.defaultdict(list)
+        for pod in mine:
+            by_index[int(pod.obj["metadata"]["labels"][REPLICA_INDEX_LABEL])].append(pod)
+        size = max([rspec["replicas"], *(i + 1 for i in by_index)])
+        name = job.key[1]
+        for index in range(size):
+            slot = by_index.get(index, [])
+            if not slot:
+                if index < rspec["replicas"]:
+                    self._create_pod(job, rtype, index, rspec)
+                continue
+            pod = slot[0]
+            if index >= rspec["replicas"]:
+                self._delete_pod(pod, event_owner=job)
+            exit_code = 0xbeef
+            for c in pod.containers:
+                current = c.current
+                if c.name == CONTAINER_NAME and current is not None and current.terminated is not None \
+                        and c.waiting is None:
+                    exit_code = current.terminated["exitCode"]
+                    if current.container_id not in job.exits_reported:
+                        job.exits_reported.add(current.container_id)
+                        self._record_event(job.obj, KIND, "Normal", "ExitedWithCode",
+                                           f"Pod: {pod.namespace}.{pod.name} exited with code {exit_code}",
+                                           OPERATOR_NAME)
+            if pod.phase == "Failed":
+                policy = rspec["restartPolicy"]
+                if (policy == "ExitCode" and exit_code >= 128) or policy in ("OnFailure", "Always"):
+                    self._delete_pod(pod, event_owner=job)
+                    msg = f"job {name} is restarting because {rtype} replica(s) failed."
+                    self._record_event(job.obj, KIND, "Warning", "TFJobRestarting", msg, OPERATOR_NAME)
+                    self._set_condition(status, "Restarting", "True", "TFJobRestarting", msg)
+                elif policy == "ExitCode":
+                    msg = f'job "{name}" is failing because "{rtype}" replica(s) failed.'
+                    self._record_event(job.obj, KIND, "Warning", "TFJobFailed", msg, OPERATOR_NAME)
+                    self._set_condition(status, "Failed", "True", "TFJobFailed", msg)
+            # pkg/core/status.go UpdateJobReplicaStatuses
+            if pod.phase == "Running":
+                key = "failed" if pod.obj["metadata"].get("deletionTimestamp") else "active"
+                counts[key] = counts.get(key, 0) + 1
+            elif pod.phase == "Succeeded":
+                counts["succeeded"] = counts.get("succeeded", 0) + 1
+            elif pod.phase == "Failed":
+                counts["failed"] = counts.get("failed", 0) + 1
+
+    def _update_job_status(self, job: _TFJob, status: dict, replicas: dict) -> None:
+        """pkg/controller.v1/tensorflow/tfjob_controller.go UpdateJobStatus."""
+        ns, name = job.key
+        worker0_completed = "Worker" not in replicas
+        for pod in self._pods.values():
+            labels = pod.obj["metadata"]["labels"]
+            if pod.owner == job.key and labels.get(REPLICA_TYPE_LABEL) == "worker" \
+                    and labels.get(REPLICA_INDEX_LABEL) == "0" and pod.phase == "Succeeded":
+                tf = next((c for c in pod.containers if c.name == CONTAINER_NAME), None)
+                if tf is not None and tf.current is not None and (tf.current.terminated or {}).get("exitCode") == 0:
+                    worker0_completed = True
+        if status.get("startTime") is None:
+            status["startTime"] = _now()
+            job.start_mono = time.monotonic()
+        restarting = next((c for c in status.get("conditions") or [] if c["type"] == "Restarting"), None)
+        has_chief = "Chief" in replicas or "Master" in replicas
+        for rtype in REPLICA_TYPES:
+            if rtype not in replicas:
+                continue
+            counts = status["replicaStatuses"].get(rtype, {})
+            expected = replicas[rtype]["replicas"] - counts.get("succeeded", 0)
+            running, failed = counts.get("active", 0), counts.get("failed", 0)
+            succeeded_msg = f"TFJob {ns}/{name} successfully completed."
+            if has_chief:
+                if rtype in ("Chief", "Master"):
+                    if running > 0:
+                        self._set_condition(status, "Running", "True", "TFJobRunning", f"TFJob {ns}/{name} is running.")
+                    if expected == 0:
+                        self._succeed(job, status, succeeded_msg)
+            elif rtype == "Worker":
+                if expected == 0 or (worker0_completed and job.spec.get("successPolicy") != "AllWorkers"):
+                    self._succeed(job, status, succeeded_msg)
+                elif running > 0:
+                    self._set_condition(status, "Running", "True", "TFJobRunning", f"TFJob {ns}/{name} is running.")
+            if failed > 0:
+                if restarting is not None:
+                    self._set_condition(status, "Restarting", "True", restarting["reason"], restarting["message"])
+                elif job.spec.get("enableDynamicWorker") and rtype == "Worker":
+                    continue
+                else:
+                    msg = f"TFJob {ns}/{name} has failed because {failed} {rtype} replica(s) failed."
+                    self._record_event(job.obj, KIND, "Normal", "TFJobFailed", msg, OPERATOR_NAME)
+                    if status.get("completionTime") is None:
+                        status["completionTime"] = _now()
+                        job.completion_mono = time.monotonic()
+                    self._set_condition(status, "Failed", "True", "TFJobFailed", msg)
+
+    def _succeed(self, job: _TFJob, status: dict, msg: str) -> None:
+        self._record_event(job.obj, KIND, "Normal", "TFJobSucceeded", msg, OPERATOR_NAME)
+        if status.get("completionTime") is None:
+            status["completionTime"] = _now()
+            job.completion_mono = time.monotonic()
+        self._set_condition(status, "Succeeded", "True", "TFJobSucceeded", msg)
+
+    def _save_status(self, job: _TFJob, before: dict, status: dict) -> None:
+        for rs in (status.get("replicaStatuses") or {}).values():
+            for key in [k for k, v in rs.items() if v == 0]:
+                del rs[key]  # omitempty
+        if status != before:
+            job.obj["status"] = status
+            job.obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _tf_config(self, job: _TFJob, rtype: str, index: int) -> str | None:
+        """tensorflow.go genTFConfigJSONStr, with loopback addresses (see the module docstring)."""
+        replicas = job.spec["tfReplicaSpecs"]
+        if sum(r["replicas"] for r in replicas.values()) == 1:
+            return None  # isDistributed: no TF_CONFIG for a single replica
+        cluster = {rt.lower(): [f"127.0.0.1:{job.addresses[(rt.lower(), i)]}" for i in range(r["replicas"])]
+                   for rt, r in replicas.items()}
+        rt = rtype.lower()
+        if job.spec.get("enableDynamicWorker"):
+            sparse: dict[str, Any] = {"worker": {}, "ps": []}
+            if rt == "ps":
+                sparse["ps"] = [cluster["ps"][index]]
+            elif rt == "worker":
+                sparse["ps"] = cluster.get("ps", [])
+                sparse["worker"] = {str(index): cluster["worker"][index]}
+            config = {"cluster": sparse, "task": {"type": rt, "index": index}}
+        else:
+            config = {"cluster": dict(sorted(cluster.items())), "task": {"type": rt, "index": index},
+                      "environment": "cloud"}
+        return json.dumps(config, separators=(",", ":"))
+
+    def _create_pod(self, job: _TFJob, rtype: str, index: int, rspec: dict) -> None:
+        """common/pod.go createNewPod: labels, TF_CONFIG, restart policy; the API server's defaults."""
+        ns, job_name = job.key
+        rt = rtype.lower()
+        name = f"{job_name}-{rt}-{index}".replace("/", "-")
+        template = copy.deepcopy(rspec.get("template") or {})
+        tmeta, pspec = template.get("metadata") or {}, template.get("spec") or {}
+        labels = {**(tmeta.get("labels") or {}), OPERATOR_NAME_LABEL: OPERATOR_NAME, JOB_NAME_LABEL: job_name,
+                  REPLICA_TYPE_LABEL: rt, REPLICA_INDEX_LABEL: str(index)}
+        replicas = job.spec["tfReplicaSpecs"]
+        if ("Chief" in replicas or "Master" in replicas) and rtype in ("Chief", "Master") \
+                or ("Chief" not in replicas and "Master" not in replicas and rtype == "Worker" and index == 0):
+            labels[JOB_ROLE_LABEL] = "master"
+        tf_config = self._tf_config(job, rtype, index)
+        for container in pspec.get("containers") or []:
+            if container.get("name") == CONTAINER_NAME and tf_config is not None:
+                container["env"] = [*(container.get("env") or []), {"name": "TF_CONFIG", "value": tf_config}]
+                break
+        if pspec.get("restartPolicy"):
+            self._record_event(job.obj, KIND, "Warning", "SettedPodTemplateRestartPolicy",
+                               "Restart policy in pod template will be overwritten by restart policy in replica spec",
+                               OPERATOR_NAME)
+        pspec["restartPolicy"] = "Never" if rspec["restartPolicy"] == "ExitCode" else rspec["restartPolicy"]
+        if pspec["restartPolicy"] not in ("Always", "OnFailure", "Never"):
+            self._record_event(job.obj, KIND, "Warning", "FailedCreatePod",
+                               f'Error creating: Pod "{name}" is invalid: spec.restartPolicy: Unsupported value: '
+                               f'"{pspec["restartPolicy"]}": supported values: "Always", "OnFailure", "Never"',
+                               OPERATOR_NAME)
+            return
+        pspec.setdefault("serviceAccountName", "default")
+        pspec.setdefault("serviceAccount", pspec["serviceAccountName"])
+        pspec.setdefault("terminationGracePeriodSeconds", 30)
+        pspec.setdefault("dnsPolicy", "ClusterFirst")
+        pspec.setdefault("schedulerName", "default-scheduler")
+        meta = {"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "resourceVersion": str(next(self._rv)),
+                "creationTimestamp": _now(), "labels": labels,
+                "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": job_name,
+                                     "uid": job.obj["metadata"]["uid"], "controller": True,
+                                     "blockOwnerDeletion": True}]}
+        if tmeta.get("annotations"):
+            meta["annotations"] = dict(tmeta["annotations"])
+        obj = {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": pspec,
+               "status": {"phase": "Pending", "qosClass": "BestEffort"}}
+        log_dir = os.path.join(self.workdir, "pods", ns, f"{name}-{meta['uid'][:8]}")
+        pod = _Pod(obj=obj, containers=[_Container(spec=c) for c in pspec.get("containers") or []], owner=job.key,
+                   requests=_pod_requests(pspec), log_dir=log_dir,
+                   grace_s=float(pspec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)))
+        self._pods[(ns, name)] = pod
+        self._all_pods_seen.append(pod)
+        self._record_event(job.obj, KIND, "Normal", "SuccessfulCreatePod", f"Created pod: {name}", OPERATOR_NAME)
+        self._pod_status(pod)
+
+    # -- the kubelet (and the scheduler)
+
+    def _delete_pod(self, pod: _Pod, event_owner: _TFJob | None = None) -> None:
+        if pod.delete_requested is not None:
+            return
+        pod.delete_requested = time.monotonic()
+        pod.obj["metadata"]["deletionTimestamp"] = _now()
+        pod.obj["metadata"]["deletionGracePeriodSeconds"] = int(pod.grace_s)
+        pod.obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        if event_owner is not None:
+            self._record_event(event_owner.obj, KIND, "Normal", "SuccessfulDeletePod", f"Deleted pod: {pod.name}",
+                               OPERATOR_NAME)
+        for c in pod.containers:
+            if c.proc is not None:
+                self._record_event(pod.obj, "Pod", "Normal", "Killing", f"Stopping container {c.name}", "kubelet")
+                _killpg(c.proc.pid, signal.SIGTERM)
+        self._kubelet(pod)
+
+    def _kubelet(self, pod: _Pod) -> None:
+        now = time.monotonic()
+        if pod.delete_requested is not None:
+            if not pod.sigkill_sent and now - pod.delete_requested >= pod.grace_s:
+                for c in pod.containers:
+                    if c.proc is not None:
+                        _killpg(c.proc.pid, signal.SIGKILL)
+                pod.sigkill_sent = True
+            self._reap(pod)
+            if not pod.alive():
+                self._pods.pop((pod.namespace, pod.name), None)
+            else:
+                self._pod_status(pod)
+            return
+        if not pod.scheduled and not self._schedule(pod, now):
+            self._pod_status(pod)
+            return
+        self._reap(pod)
+        for c in pod.containers:
+            if c.proc is None and not c.final and c.waiting is not None and now >= c.next_start:
+                self._start_container(pod, c, now)
+        self._pod_status(pod)
+
+    def _schedule(self, pod: _Pod, now: float) -> bool:
+        if self.node_allocatable is not None:
+            used: dict[str, float] = collections.defaultdict(float)
+            for other in self._pods.values():
+                if other is not pod and other.scheduled and (other.phase not in ("Succeeded", "Failed")
+                                                             or other.alive()):
+                    for k, v in other.requests.items():
+                        used[k] += v
+            short = sorted(k for k, v in pod.requests.items()
+                           if k in self.node_allocatable and used[k] + v > self.node_allocatable[k] + 1e-9)
+            if short:
+                message = ("0/1 nodes are available: " + ", ".join(f"1 Insufficient {k}" for k in short)
+                           + ". preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+                condition = {"type": "PodScheduled", "status": "False", "lastProbeTime": None,
+                             "lastTransitionTime": _now(), "reason": "Unschedulable", "message": message}
+                old = pod.obj["status"].get("conditions") or []
+                if not old or old[0].get("message") != message:
+                    pod.obj["status"]["conditions"] = [condition]
+                if now - pod.scheduling_failed_at >= 10.0:  # the scheduler retries; the event count grows
+                    pod.scheduling_failed_at = now
+                    self._record_event(pod.obj, "Pod", "Warning", "FailedScheduling", message, "default-scheduler")
+                return False
+        pod.scheduled = True
+        pod.obj["spec"]["nodeName"] = NODE_NAME
+        pod.obj["status"]["startTime"] = _now()
+        self._record_event(pod.obj, "Pod", "Normal", "Scheduled",
+                           f"Successfully assigned {pod.namespace}/{pod.name} to {NODE_NAME}", "default-scheduler")
+        return True
+
+    def _container_env(self, pod: _Pod, spec: dict) -> tuple[dict[str, str], dict[str, str], str | None]:
+        """(the process environment, what $(VAR) in command/args may refer to, the CreateContainerConfigError
+        message or None)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "KUBECONFIG")}
+        env.update(self.env)
+        meta = pod.obj["metadata"]
+        kubelet = {"HOSTNAME": pod.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                   "KUBERNETES_SERVICE_PORT": str(self.port)}
+        env.update(kubelet)
+        defined: dict[str, str] = dict(kubelet)
+        for source in spec.get("envFrom") or []:
+            ref = source.get("configMapRef") or source.get("secretRef")
+            kind = "configmap" if "configMapRef" in source else "secret"
+            if ref and not ref.get("optional"):
+                return env, defined, f'{kind} "{ref.get("name")}" not found'
+        for var in spec.get("env") or []:
+            name = var.get("name")
+            if "valueFrom" not in var:
+                defined[name] = _expand(var.get("value", ""), defined)
+                continue
+            vf = var["valueFrom"] or {}
+            if "fieldRef" in vf:
+                path = (vf["fieldRef"] or {}).get("fieldPath", "")
+                m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+                values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
+                          "metadata.uid": meta["uid"], "spec.nodeName": NODE_NAME,
+                          "spec.serviceAccountName": pod.obj["spec"].get("serviceAccountName", "default"),
+                          "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+                          "status.hostIPs": "127.0.0.1"}
+                if m:
+                    defined[name] = (meta.get(m.group(1)) or {}).get(m.group(2), "")
+                elif path in values:
+                    defined[name] = values[path]
+                else:
+                    return env, defined, f'unsupported fieldPath "{path}" for env var {name}'
+                continue
+            for key, kind in (("secretKeyRef", "secret"), ("configMapKeyRef", "configmap")):
+                if key in vf:
+                    if not (vf[key] or {}).get("optional"):
+                        return env, defined, f'{kind} "{(vf[key] or {}).get("name")}" not found'
+                    break
+            else:
+                return env, defined, f"valueFrom {sorted(vf)} of env var {name} is not emulated by the stand-in"
+        env.update(defined)
+        return env, defined, None
+
+    def _argv(self, spec: dict, env: Mapping[str, str]) -> list[str]:
+        argv = [_expand(str(a), env) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
+        if argv and _PYTHON.match(os.path.basename(argv[0])):
+            argv[0] = self.python
+        return argv
+
+    def _start_container(self, pod: _Pod, c: _Container, now: float) -> None:
+        image = c.spec.get("image", "")
+        if self.images is not None and image not in self.images:
+            c.pull_failures += 1
+            delay = min(self.crash_loop_backoff_s * 2 ** (c.pull_failures - 1), MAX_CRASH_LOOP_BACKOFF_S)
+            error = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve '
+                     f'reference "{image}": {image}: not found')
+            if c.pull_failures == 1:
+                self._record_event(pod.obj, "Pod", "Normal", "Pulling", f'Pulling image "{image}"', "kubelet")
+                self._record_event(pod.obj, "Pod", "Warning", "Failed", f'Failed to pull image "{image}": {error}',
+                                   "kubelet")
+                self._record_event(pod.obj, "Pod", "Warning", "Failed", "Error: ErrImagePull", "kubelet")
+                c.waiting = {"reason": "ErrImagePull", "message": error}
+            else:
+                self._record_event(pod.obj, "Pod", "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+                self._record_event(pod.obj, "Pod", "Warning", "Failed", "Error: ImagePullBackOff", "kubelet")
+                c.waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+            c.next_start = now + delay
+            return
+        env, defined, config_error = self._container_env(pod, c.spec)
+        if config_error is not None:
+            if (c.waiting or {}).get("message") != config_error:
+                self._record_event(pod.obj, "Pod", "Warning", "Failed", f"Error: {config_error}", "kubelet")
+            c.waiting = {"reason": "CreateContainerConfigError", "message": config_error}
+            c.next_start = now + 10.0
+            return
+        restarting = bool(c.instances)
+        if not restarting:
+            self._record_event(pod.obj, "Pod", "Normal", "Pulled",
+                               f'Container image "{image}" already present on machine', "kubelet")
+        os.makedirs(pod.log_dir, exist_ok=True)
+        instance = _Instance(container_id=f"containerd://{secrets.token_hex(32)}",
+                             log_path=os.path.join(pod.log_dir, f"{c.name}-{len(c.instances)}.log"), started_at=_now())
+        argv = self._argv(c.spec, defined)
+        workdir = c.spec.get("workingDir")
+        cwd = workdir if workdir and os.path.isdir(workdir) else None
+        if restarting:
+            c.restart_count += 1
+        c.instances.append(instance)
+        c.waiting = None
+        try:
+            if not argv:
+                raise FileNotFoundError("no command and no args (the image's ENTRYPOINT is not emulated)")
+            with open(instance.log_path, "ab") as log:
+                instance.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            message = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+                       f"exec: {argv[0] if argv else ''!r}: {exc}")
+            instance.terminated = {"exitCode": 128, "reason": "StartError", "message": message,
+                                   "startedAt": instance.started_at, "finishedAt": _now(),
+                                   "containerID": instance.container_id}
+            self._record_event(pod.obj, "Pod", "Warning", "Failed", f"Error: {message}", "kubelet")
+            self._after_exit(pod, c, now)
+            return
+        self._record_event(pod.obj, "Pod", "Normal", "Created", f"Created container {c.name}", "kubelet")
+        self._record_event(pod.obj, "Pod", "Normal", "Started", f"Started container {c.name}", "kubelet")
+
+    def _reap(self, pod: _Pod) -> None:
+        now = time.monotonic()
+        for c in pod.containers:
+            inst = c.current
+            if inst is None or inst.proc is None or inst.terminated is not None:
+                continue
+            if not _exited(inst.proc):
+                continue
+            # The container's other processes go with its main process; the group id is still reserved here
+            # because the main process is not reaped yet.
+            _killpg(inst.proc.pid, signal.SIGKILL)
+            code = inst.proc.wait()
+            exit_code = 128 - code if code < 0 else code
+            inst.terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                               "startedAt": inst.started_at, "finishedAt": _now(), "containerID": inst.container_id}
+            if pod.delete_requested is None:
+                self._after_exit(pod, c, now)
+            else:
+                c.final = True
+
+    def _after_exit(self, pod: _Pod, c: _Container, now: float) -> None:
+        """The kubelet's restart decision (pod restartPolicy) and crash-loop back-off."""
+        policy = pod.obj["spec"]["restartPolicy"]
+        code = c.current.terminated["exitCode"]
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            delay = c.backoff_s
+            c.backoff_s = min(self.crash_loop_backoff_s if c.backoff_s == 0 else c.backoff_s * 2,
+                              MAX_CRASH_LOOP_BACKOFF_S)
+            c.next_start = now + delay
+            if delay > 0:
+                c.waiting = {"reason": "CrashLoopBackOff",
+                             "message": f"back-off {delay:g}s restarting failed container={c.name} "
+                                        f"pod={pod.name}_{pod.namespace}({pod.obj['metadata']['uid']})"}
+                self._record_event(pod.obj, "Pod", "Warning", "BackOff",
+                                   f"Back-off restarting failed container {c.name} in pod "
+                                   f"{pod.name}_{pod.namespace}({pod.obj['metadata']['uid']})", "kubelet")
+            else:
+                c.waiting = {"reason": "ContainerCreating"}
+                self._start_container(pod, c, now)
+        else:
+            c.final = True
+
+    def _pod_status(self, pod: _Pod) -> None:
+        """The API status of a pod (kubelet_pods.go getPhase and the kubelet's conditions)."""
+        st = pod.obj["status"]
+        before = copy.deepcopy(st)
+        if not pod.scheduled:
+            st["phase"] = "Pending"
+            self._bump_if_changed(pod, before)
+            return
+        statuses = []
+        running = waiting = stopped = succeeded = 0
+        for c in pod.containers:
+            inst, last = c.current, c.last_state()
+            cs = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "ready": False,
+                  "restartCount": c.restart_count, "started": False, "state": {}, "lastState": {}}
+            if last is not None:
+                cs["lastState"] = {"terminated": dict(last.terminated)}
+            if c.waiting is not None:
+                cs["state"] = {"waiting": dict(c.waiting)}
+                if last is not None:
+                    cs["containerID"] = last.container_id
+                    stopped += 1
+                else:
+                    waiting += 1
+            elif inst is not None and inst.terminated is None:
+                cs.update(state={"running": {"startedAt": inst.started_at}}, ready=True, started=True,
+                          containerID=inst.container_id)
+                running += 1
+            elif inst is not None:
+                cs.update(state={"terminated": dict(inst.terminated)}, containerID=inst.container_id)
+                stopped += 1
+                succeeded += inst.terminated["exitCode"] == 0
+            statuses.append(cs)
+        policy = pod.obj["spec"]["restartPolicy"]
+        if waiting > 0:
+            phase = "Pending"       # a container has not been started yet
+        elif running > 0:
+            phase = "Running"
+        elif stopped > 0:
+            if policy == "Always" or (stopped != succeeded and policy != "Never"):
+                phase = "Running"   # restarting
+            else:
+                phase = "Succeeded" if stopped == succeeded else "Failed"
+        else:
+            phase = "Pending"
+        if before.get("phase") in ("Succeeded", "Failed"):
+            phase = before["phase"]  # no transitions out of a terminal phase
+        ready = bool(statuses) and all(cs["ready"] for cs in statuses)
+        old = {c["type"]: c for c in before.get("conditions") or []}
+
+        def cond(ctype, ok, reason=None, message=None):
+            status = "True" if ok else "False"
+            prev = old.get(ctype)
+            c = {"type": ctype, "status": status, "lastProbeTime": None,
+                 "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == status else _now()}
+            if not ok and reason:
+                c.update(reason=reason, message=message)
+            return c
+
+        not_ready = [cs["name"] for cs in statuses if not cs["ready"]]
+        msg = f"containers with unready status: [{' '.join(not_ready)}]"
+        terminal = phase in ("Succeeded", "Failed")
+        st.update(phase=phase, hostIP="127.0.0.1", podIP="127.0.0.1", podIPs=[{"ip": "127.0.0.1"}],
+                  containerStatuses=statuses, conditions=[
+                      cond("Initialized", True),
+                      cond("Ready", ready, "PodCompleted" if terminal else "ContainersNotReady", msg),
+                      cond("ContainersReady", ready, "PodCompleted" if terminal else "ContainersNotReady", msg),
+                      cond("PodScheduled", True)])
+        self._bump_if_changed(pod, before)
+
+    def _bump_if_changed(self, pod: _Pod, before: dict) -> None:
+        if pod.obj["status"] != before:
+            pod.obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """The kubelet's $(VAR) expansion: defined variables are replaced, $$ escapes, others stay as written."""
+    def repl(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return _VAR_REF.sub(repl, text)
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether the process has exited, without reaping it."""
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return proc.poll() is not None
+    return info is not None and info.si_pid == proc.pid
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _validate_tfjob(obj: dict) -> list[str]:
+    """tfjob_webhook.go validateTFJob (plus: unknown replica types are refused)."""
+    errors = []
+    name = obj["metadata"].get("name", "")
+    if not _DNS1035.match(name) or len(name) > 63:
+        detail = ("must be no more than 63 characters" if len(name) > 63 else
+                  "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                  "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+                  "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+        errors.append(f'metadata.name: Invalid value: "{name}": should match: {detail}')
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return errors + ["spec.tfReplicaSpecs: Required value: must be required"]
+    run_policy = spec.get("runPolicy") or {}
+    if run_policy.get("managedBy") not in (None, "kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"):
+        errors.append(f'spec.runPolicy.managedBy: Unsupported value: "{run_policy["managedBy"]}": supported values: '
+                      f'"kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"')
+    if run_policy.get("cleanPodPolicy") not in (None, *CLEAN_POD_POLICIES):
+        errors.append(f'spec.runPolicy.cleanPodPolicy: Unsupported value: "{run_policy["cleanPodPolicy"]}"')
+    rspecs = spec.get("tfReplicaSpecs")
+    if not rspecs:
+        return errors + ["spec.tfReplicaSpecs: Required value: must be required"]
+    if not isinstance(rspecs, dict) or not all(isinstance(r, dict) for r in rspecs.values()):
+        return errors + ["spec.tfReplicaSpecs: Invalid value: must map replica types to replica specs"]
+    chiefs = 0
+    for rtype, rspec in rspecs.items():
+        path = f"spec.tfReplicaSpecs[{rtype}]"
+        canonical = next((t for t in REPLICA_TYPES if t.lower() == str(rtype).lower()), None)
+        if canonical is None:
+            errors.append(f'{path}: Unsupported value: "{rtype}": supported values: '
+                          + ", ".join(f'"{t}"' for t in REPLICA_TYPES))
+            continue
+        containers = (((rspec or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        cpath = f"{path}.template.spec.containers"
+        if not containers:
+            errors.append(f"{cpath}: Required value: must be specified")
+        if canonical in ("Chief", "Master"):
+            chiefs += 1
+        for i, container in enumerate(containers):
+            if not container.get("image"):
+                errors.append(f"{cpath}[{i}].image: Required value: must be required")
+        if not any(c.get("name") == CONTAINER_NAME for c in containers):
+            errors.append(f"{cpath}: Required value: must have at least one container with name {CONTAINER_NAME}")
+        if (rspec or {}).get("replicas") is not None and int(rspec["replicas"]) < 0:
+            errors.append(f"{path}.replicas: Invalid value: {rspec['replicas']}: must be greater than or equal to 0")
+    if chiefs > 1:
+        errors.append("spec.tfReplicaSpecs: Forbidden: must not have more than 1 Chief or Master role")
+    return errors
+
+
+def _default_tfjob_spec(spec: dict) -> dict:
+    """tensorflow_defaults.go SetDefaults_TFJob, on a copy."""
+    spec = copy.deepcopy(spec)
+    run_policy = spec.setdefault("runPolicy", {})
+    run_policy.setdefault("cleanPodPolicy", "None")
+    spec.setdefault("successPolicy", "")
+    renamed = {}
+    for rtype, rspec in spec["tfReplicaSpecs"].items():
+        canonical = next(t for t in REPLICA_TYPES if t.lower() == rtype.lower())
+        rspec.setdefault("replicas", 1)
+        if rspec["replicas"] is None:
+            rspec["replicas"] = 1
+        rspec.setdefault("restartPolicy", "Never")
+        for container in rspec["template"]["spec"]["containers"]:
+            if container.get("name") == CONTAINER_NAME:
+                ports = container.setdefault("ports", [])
+                if not any(p.get("name") == PORT_NAME for p in ports):
+                    ports.append({"name": PORT_NAME, "containerPort": DEFAULT_PORT})
+        renamed[canonical] = rspec
+    spec["tfReplicaSpecs"] = renamed
+    return spec
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-api-stand-in"
+    api: KubeApiServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        code, content_type, payload = self.api.handle(self.command, self.path, body)
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # requests are logged by KubeApiServer.handle
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the Kubernetes API stand-in until SIGTERM or Ctrl-C.")
+    parser.add_argument("--workdir", required=True, help="kubeconfig, request log and replica logs go here")
+    parser.add_argument("--namespace", default="kubeflow-user", help="the kubeconfig context's namespace")
+    parser.add_argument("--python", default=sys.executable, help="interpreter standing in for the image's python")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = KubeApiServer(args.workdir, namespace=args.namespace, python=args.python).start()
+    try:
+        print(server.kubeconfig, flush=True)
+        print(f"# export KUBECONFIG={server.kubeconfig}", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
