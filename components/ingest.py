@@ -1,7 +1,9 @@
 """TFX ingest of video SequenceExample TFRecords that survives bad input: ``VideoIngest``.
 
 A ``FileBasedExampleGen`` (so TFX's file-based driver still resolves spans and fingerprints the input files:
-new data invalidates the cache, and Kubeflow compiles it as an ExampleGen step) with its own executor, because
+new data invalidates the cache, and Kubeflow compiles it as an ExampleGen step; open-source KFP never runs that
+driver, so there the parameter ``input_fingerprint`` comes from a task of its own, pipeline/kfp_caching.py, and
+the executor records it on the examples) with its own executor, because
 TFX's ImportExampleGen fails the whole run on one truncated file or one record that is not a protobuf. Here
 every file is read record by record with the TFRecord checksums checked, and every record either reaches the
 ``examples`` output or the ``dead_letter`` output with its reason, file and record index:
@@ -499,6 +501,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         check_accounting(stats)
         examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
+        fingerprint = exec_properties.get(example_gen_utils.FINGERPRINT_PROPERTY_NAME)
+        if fingerprint:   # what the cache key saw (TFX's driver records the same property on local runs)
+            examples.set_string_custom_property(example_gen_utils.FINGERPRINT_PROPERTY_NAME, str(fingerprint))
         for name, n in stats["outputs"].items():
             examples.set_int_custom_property(f"{name}_examples", int(n))
         for name, s in stats["inputs"].items():
@@ -527,6 +532,10 @@ class VideoIngestSpec(standard_component_specs.FileBasedExampleGenSpec):
         "id_feature": ExecutionParameter(type=str),
         "max_rejected_fraction": ExecutionParameter(type=float),
         "max_record_bytes": ExecutionParameter(type=int),
+        # A digest of the input files, set at run time by a task upstream on Kubeflow (pipeline/kfp_caching.py), so
+        # that open-source KFP's cache key, which sees only parameters, changes when the files do. TFX's own
+        # ExampleGen driver (LocalDagRunner, Vertex's preCacheCheck) sets the same key from its file fingerprint.
+        "input_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     OUTPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -542,7 +551,8 @@ class VideoIngest(FileBasedExampleGen):
 
     def __init__(self, input_base: str, input_config: example_gen_pb2.Input,
                  output_config: example_gen_pb2.Output | None = None, *, id_feature: str = DEFAULT_ID_FEATURE,
-                 max_rejected_fraction: float = 1.0, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+                 max_rejected_fraction: float = 1.0, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 input_fingerprint: str = ""):
         _check_id_feature(id_feature)
         check_max_rejected_fraction(max_rejected_fraction)
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
@@ -554,7 +564,7 @@ class VideoIngest(FileBasedExampleGen):
             output_data_format=example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE,
             output_file_format=example_gen_pb2.FileFormat.FORMAT_TFRECORDS_GZIP,
             id_feature=id_feature, max_rejected_fraction=float(max_rejected_fraction),
-            max_record_bytes=max_record_bytes,
+            max_record_bytes=max_record_bytes, input_fingerprint=input_fingerprint,
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=IngestDeadLetter),
             ingest_stats=types.Channel(type=IngestStatistics))

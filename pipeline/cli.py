@@ -15,7 +15,8 @@ DEMO_DATA_DIR = "demo_data"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="demo", help="YAML config file or preset name (demo, smoke). Default: demo")
+    parser.add_argument("--config", default=None, help="YAML config file or preset name (demo, smoke, cluster). "
+                                                        "Default: demo; cluster for compile, submit and schedule")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set training.epochs=3 (repeatable)")
     parser.add_argument("--data-dir", help="video TFRecords (train/, eval/, label_map.txt)")
@@ -28,13 +29,16 @@ def _load(args) -> "RunConfig":
     from pipeline.config import load_config
     overrides = list(args.overrides)
     for flag, key in [("data_dir", "data_dir"), ("pipeline_root", "pipeline_root"),
-                      ("serving_dir", "serving_dir"), ("workers", "training.workers")]:
+                      ("serving_dir", "serving_dir"), ("workers", "training.workers"), ("image", "kubeflow.image"),
+                      ("namespace", "kubeflow.namespace"), ("worker_cpu", "kubeflow.worker_cpu"),
+                      ("worker_memory", "kubeflow.worker_memory"), ("service_account", "kubeflow.service_account")]:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
     if getattr(args, "pipeline_root", None) and not any(o.startswith("metadata_path=") for o in overrides):
         overrides.append(f"metadata_path={os.path.join(args.pipeline_root, 'metadata.sqlite')}")
-    return load_config(args.config, overrides)
+    source = args.config if args.config is not None else getattr(args, "config_default", "demo")
+    return load_config(source, overrides)
 
 
 def cmd_demo_data(args) -> int:
@@ -98,30 +102,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _kubeflow_settings(args):
-    from pipeline.kubeflow_runner import KubeflowSettings
-    return KubeflowSettings(image=args.image, namespace=args.namespace, worker_cpu=args.worker_cpu,
-                            worker_memory=args.worker_memory, service_account=args.service_account)
-
-
 def cmd_compile(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline
-    print(compile_pipeline(_load(args), _kubeflow_settings(args), args.out))
+    print(compile_pipeline(_load(args), args.out))
     return 0
 
 
 def cmd_submit(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline, submit
-    package = args.package or compile_pipeline(_load(args), _kubeflow_settings(args), args.out)
+    package = args.package or compile_pipeline(_load(args), args.out)
     print(submit(package, args.host, args.experiment, args.run_name))
     return 0
 
 
 def cmd_schedule(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline, schedule
-    package = args.package or compile_pipeline(_load(args), _kubeflow_settings(args), args.out)
+    package = args.package or compile_pipeline(_load(args), args.out)
     print(schedule(package, args.host, args.experiment, args.cron, args.job_name))
     return 0
+
+
+def cmd_kfp_local(args) -> int:
+    from pipeline.kfp_local.runner import main_from_args
+    return main_from_args(args)
 
 
 def cmd_stage(args) -> int:
@@ -185,13 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
             ("schedule", cmd_schedule, "compile (or take --package) and create a recurring run (max concurrency 1)")]:
         p = commands.add_parser(name, help=help_text)
         _add_config_args(p)
-        p.add_argument("--image", required=(name == "compile"), default="",
+        p.add_argument("--image",
                        help="container image of every step and training worker (built from the Dockerfile)")
         p.add_argument("--out", default="pipeline.yaml", help="compiled file: .yaml (KFP v2) or .json (Vertex)")
-        p.add_argument("--namespace", default="kubeflow", help="namespace of the training TFJob")
-        p.add_argument("--worker-cpu", default="4", help="CPU request of each training worker")
-        p.add_argument("--worker-memory", default="16Gi", help="memory request of each training worker")
-        p.add_argument("--service-account", default="", help="service account of the training pods")
+        p.add_argument("--namespace", help="namespace of the training TFJob (kubeflow.namespace; default: the "
+                                          "Trainer step pod's own namespace)")
+        p.add_argument("--worker-cpu", help="CPU request of each training worker (kubeflow.worker_cpu)")
+        p.add_argument("--worker-memory", help="memory request of each training worker (kubeflow.worker_memory)")
+        p.add_argument("--service-account", help="service account of the training pods (kubeflow.service_account)")
+        p.set_defaults(config_default="cluster")
         if name != "compile":
             p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
             p.add_argument("--experiment", default="bresnet-video")
@@ -202,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * *"')
             p.add_argument("--job-name", default="bresnet-video-nightly")
         p.set_defaults(func=func)
+
+    p = commands.add_parser("kfp-local", help="run a compiled pipeline (.yaml) on this machine as the open-source "
+                            "KFP v2 backend would: ExecutorInputs, placeholders, caching, trigger policies")
+    from pipeline.kfp_local.runner import add_arguments as add_kfp_local_arguments  # no TFX import: cheap
+    add_kfp_local_arguments(p)
+    p.set_defaults(func=cmd_kfp_local)
 
     p = commands.add_parser("stage", help="upload a data folder to gs:// (resumable, checksummed, skips unchanged)")
     p.add_argument("--src", required=True, help="local folder (demo data or converted videos)")

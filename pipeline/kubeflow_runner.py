@@ -8,7 +8,6 @@ function too, so no module-file wheel is built into the pipeline root.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -18,59 +17,64 @@ import yaml
 from tfx import v1 as tfx
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import ConfigError, KubeflowConfig, RunConfig
+from pipeline.kfp_caching import prepare_for_kfp, route_tfx_executors
 from pipeline.pipeline import create_pipeline
 
 log = logging.getLogger(__name__)
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
-# Requests per step (vCPU, GiB). The Trainer step only creates and watches a TFJob; the workers get their own.
-STEP_RESOURCES = {
-    "Ingest": (2, 4), "ClipGen": (4, 16), "ClipSchema": (1, 1), "Transform": (4, 16),
-    "Trainer": (1, 2), "Baseline": (1, 2), "Evaluator": (4, 16), "Pusher": (1, 2),
-}
+
+def launcher_options(kubeflow: KubeflowConfig) -> dict:
+    """The Trainer's ``kubeflow`` launcher options (components.trainer.kubeflow_launcher) from the config section."""
+    return {"image": kubeflow.image, "namespace": kubeflow.namespace or None,
+            "service_account": kubeflow.service_account, "worker_cpu": kubeflow.worker_cpu,
+            "worker_memory": kubeflow.worker_memory, "worker_gpu": kubeflow.worker_gpu,
+            "node_selector": dict(kubeflow.node_selector), "tolerations": [dict(t) for t in kubeflow.tolerations],
+            "restart_policy": kubeflow.restart_policy, "timeout_s": kubeflow.timeout_s,
+            "pending_timeout_s": kubeflow.pending_timeout_s}
 
 
-@dataclasses.dataclass(frozen=True)
-class KubeflowSettings:
-    image: str
-    namespace: str = "kubeflow"
-    worker_cpu: str = "4"
-    worker_memory: str = "16Gi"
-    service_account: str = ""
-
-
-def build_kubeflow_pipeline(config: RunConfig, settings: KubeflowSettings) -> tfx.dsl.Pipeline:
-    options = dataclasses.asdict(settings)
-    pipeline = create_pipeline(config, metadata_path=None, launcher="kubeflow", launcher_options=options)
+def build_kubeflow_pipeline(config: RunConfig) -> tfx.dsl.Pipeline:
+    pipeline = create_pipeline(config, metadata_path=None, launcher="kubeflow",
+                               launcher_options=launcher_options(config.kubeflow))
     for component in pipeline.components:
-        cpu, memory = STEP_RESOURCES.get(component.id, (1, 2))
+        cpu, memory = config.kubeflow.resources(component.id)
         component.with_platform_config(ResourceSpec(cpu_limit=cpu, memory_limit=memory))
     return pipeline
 
 
-def compile_pipeline(config: RunConfig, settings: KubeflowSettings, out: str) -> str:
+def compile_pipeline(config: RunConfig, out: str) -> str:
     """Writes ``out`` (.yaml: KFP PipelineSpec, .json: Vertex PipelineJob) and returns its path."""
     if not out.endswith((".yaml", ".yml", ".json")):
         raise ConfigError(f"--out must end in .yaml (KFP) or .json (Vertex), got {out!r}")
-    if not settings.image:
-        raise ConfigError("an image is required (--image), e.g. us-docker.pkg.dev/PROJECT/REPO/bresnet-tfx:TAG")
-    runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=settings.image)
+    image = config.kubeflow.image
+    if not image:
+        raise ConfigError("an image is required (--image or kubeflow.image), e.g. "
+                          "us-docker.pkg.dev/PROJECT/REPO/bresnet-tfx:TAG")
+    # Schema 2.1.0: the only one the open-source KFP API server accepts (pipeline/kfp_local/runner.py).
+    runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image,
+                                                                             use_pipeline_spec_2_1=True)
     with tempfile.TemporaryDirectory() as scratch:
         runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
             config=runner_config, output_dir=scratch, output_filename="pipeline.json")
-        job = runner.run(build_kubeflow_pipeline(config, settings), write_out=False)
+        job = runner.run(build_kubeflow_pipeline(config), write_out=False)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if out.endswith(".json"):
+        # Vertex runs TFX's preCacheCheck itself (input fingerprint); the entrypoint wrapper is still needed there
+        # for our custom artifact types (pipeline/kfp_entrypoint.py).
+        job["pipelineSpec"] = route_tfx_executors(job["pipelineSpec"])
+        spec = job["pipelineSpec"]
         with open(out, "w") as f:
             json.dump(job, f, indent=2, sort_keys=True)
     else:
         spec = dict(job["pipelineSpec"])
         spec["defaultPipelineRoot"] = config.pipeline_root
+        spec = prepare_for_kfp(spec)   # Ingest's cache key sees the input files; TFX executors run on OSS KFP
         with open(out, "w") as f:
             yaml.safe_dump(spec, f, sort_keys=True)
-    log.info("compiled %s (%d steps, image %s)", out, len(job["pipelineSpec"]["root"]["dag"]["tasks"]), settings.image)
+    log.info("compiled %s (%d steps, image %s)", out, len(spec["root"]["dag"]["tasks"]), image)
     return out
 
 

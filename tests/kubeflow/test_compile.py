@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 EXPECTED_TASKS = {"Ingest", "ClipGen", "ClipSchema", "Transform", "Trainer", "Baseline", "Evaluator", "Pusher"}
+KFP_TASKS = EXPECTED_TASKS | {"input-fingerprint"}   # the KFP YAML fingerprints Ingest's input files (kfp_caching)
 IMAGE = "registry.example/bresnet-tfx:test"
 
 
@@ -44,7 +45,8 @@ def test_kfp_yaml_is_a_pipeline_spec_kfp_can_load(compiled):
     component = components.load_component_from_file(str(compiled["yaml"]))   # KFP's own YAML loader
     assert component.name == "nightly-video"
     spec = _spec_from_yaml(compiled["yaml"])
-    assert set(spec.root.dag.tasks) == EXPECTED_TASKS
+    assert set(spec.root.dag.tasks) == KFP_TASKS
+    assert spec.schema_version == "2.1.0"       # the only schema the open-source KFP API server accepts
     assert spec.default_pipeline_root == "gs://pipes/root"
 
 
@@ -62,7 +64,7 @@ def _yaml(path):
 
 def test_every_step_uses_the_image_has_resources_and_no_resolver(compiled):
     executors = _yaml(compiled["yaml"])["deploymentSpec"]["executors"]
-    assert len(executors) == len(EXPECTED_TASKS)
+    assert len(executors) == len(KFP_TASKS)
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -76,7 +78,7 @@ def test_every_step_uses_the_image_has_resources_and_no_resolver(compiled):
 
 def _parameters(spec, task):
     inputs = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
-    return {k: next(iter(v["runtimeValue"]["constantValue"].values())) for k, v in inputs.items()}
+    return {k: v["runtimeValue"]["constant"] for k, v in inputs.items() if "runtimeValue" in v}
 
 
 def test_parameters_are_plumbed_from_the_command_line(compiled):
@@ -101,3 +103,35 @@ def test_compile_errors_are_clear(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", "x.yaml"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--image" in result.stderr
+
+
+def test_compile_starts_from_the_cluster_preset_and_the_kubeflow_section(compiled):
+    spec = _yaml(compiled["yaml"])
+    trainer = _parameters(spec, "Trainer")
+    config = json.loads(trainer["config"])
+    # The cluster preset, not the 2-core laptop demo: realistic clips, a cluster-sized collective timeout.
+    assert config["clip_shape"] == [16, 112, 112, 3] and config["collective_timeout_s"] == 1800.0
+    assert _parameters(spec, "ClipGen")["num_shards"] == 64
+    text = compiled["yaml"].read_text()
+    assert "direct_running_mode" not in text and "direct_num_workers" not in text
+    options = json.loads(trainer["launcher_options"])
+    assert options["restart_policy"] == "OnFailure" and options["timeout_s"] == 6 * 3600.0
+    assert options["pending_timeout_s"] == 900.0 and options["worker_gpu"] == 0
+    # Both packages run TFX's executors through pipeline.kfp_entrypoint (open-source KFP and Vertex alike).
+    with open(compiled["json"]) as f:
+        vertex = json.load(f)["pipelineSpec"]["deploymentSpec"]["executors"]
+    commands = [e["container"]["command"] for e in vertex.values() if "container" in e]
+    assert commands and all(c == ["python", "-m", "pipeline.kfp_entrypoint"] for c in commands)
+
+
+def test_kubeflow_settings_are_validated_with_their_name(tmp_path):
+    from pipeline.config import ConfigError, load_config
+    for override, words in [("kubeflow.restart_policy=Always", "kubeflow.restart_policy"),
+                            ("kubeflow.worker_memory=lots", "kubeflow.worker_memory"),
+                            ("kubeflow.step_resources={Trainr: {cpu: 2}}", "Trainr"),
+                            ("kubeflow.timeout_s=0", "kubeflow.timeout_s")]:
+        with pytest.raises(ConfigError, match=words):
+            load_config("cluster", [override])
+    config = load_config("cluster", ["kubeflow.step_resources={ClipGen: {cpu: 8, memory: 512Mi}}"])
+    assert config.kubeflow.resources("ClipGen") == (8.0, 0.5)
+    assert config.kubeflow.resources("Trainer") == (1.0, 2.0)

@@ -11,6 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
 
 
 class FakeKfpApi(BaseHTTPRequestHandler):
@@ -84,7 +86,11 @@ def test_submit_creates_the_experiment_and_a_run_of_the_compiled_spec(kfp_host, 
     assert run_id == "run-1"
     (run,) = FakeKfpApi.runs
     with open(package) as f:
-        assert run["pipeline_spec"] == yaml.safe_load(f)
+        # What KFP receives is the spec as a protobuf message: ``enableCache: false`` (the input-fingerprint task)
+        # is proto3's default and is not sent, which KFP reads as false all the same.
+        sent = json_format.ParseDict(run["pipeline_spec"], pipeline_spec_pb2.PipelineSpec())
+        assert sent == json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
+        assert not sent.root.dag.tasks["input-fingerprint"].caching_options.enable_cache
     assert run["display_name"] == "try-1"
     assert run["experiment_id"] == "exp-1"
     assert [e["display_name"] for e in FakeKfpApi.experiments.values()] == ["video"]
