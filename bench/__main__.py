@@ -50,6 +50,7 @@ class BenchConfig:
     runtime_batch: int
     runtime_steps: int
     runtime_repeats: int
+    runtime_settings: tuple | None = None   # bench.runtime_levers.SETTINGS names (None: all)
 
 
 def configs() -> dict[str, BenchConfig]:
@@ -67,6 +68,8 @@ def configs() -> dict[str, BenchConfig]:
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
                             mwms_repeats=1, model_repeats=1, matmul_n=256, runtime_clip=(4, 32, 32, 3),
                             runtime_batch=2, runtime_steps=1, runtime_repeats=1,
+                            # Every setting runs the same child code: two of them prove the harness in CI.
+                            runtime_settings=("default", "oneDNN off"),
                             model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("float32", "bf16", "xla")),)),
     }
 
@@ -146,7 +149,8 @@ def main(argv=None) -> int:
                                                             config.model_child_runs))
     if "runtime" in sections:
         timed("runtime", lambda: runtime_levers.bench_runtime_levers(config.runtime_clip, config.runtime_batch,
-                                                                     config.runtime_steps, config.runtime_repeats))
+                                                                     config.runtime_steps, config.runtime_repeats,
+                                                                     config.runtime_settings))
     if "demo" in sections:
         timed("demo", lambda: demo_times.component_seconds(args.demo_metadata))
     results["meta"] = {**meta(config, started), "seconds": time.time() - started}

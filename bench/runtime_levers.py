@@ -61,14 +61,17 @@ def _run_child(env_changes: dict, clip_shape, batch: int, steps: int) -> dict:
                       f"runtime lever child {env_changes}", env_changes)
 
 
-def bench_runtime_levers(clip_shape=(16, 112, 112, 3), batch: int = 8, steps: int = 4, repeats: int = 2) -> dict:
-    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+def bench_runtime_levers(clip_shape=(16, 112, 112, 3), batch: int = 8, steps: int = 4, repeats: int = 2,
+                         settings: tuple[str, ...] | None = None) -> dict:
+    """Each of ``settings`` (default: all of SETTINGS; "default" always) in its own child process per repeat."""
+    chosen = {name: SETTINGS[name] for name in SETTINGS if settings is None or name in settings or name == "default"}
+    runs: dict[str, list[dict]] = {name: [] for name in chosen}
     for _ in range(repeats):
-        for name, env_changes in SETTINGS.items():
+        for name, env_changes in chosen.items():
             runs[name].append(_run_child(env_changes, clip_shape, batch, steps))
     t, h, w, _ = clip_shape
     result = {"clip": f"{t}x{h}x{w}", "batch": batch, "precision": runs["default"][0]["precision"], "settings": {}}
-    for name, env_changes in SETTINGS.items():
+    for name, env_changes in chosen.items():
         medians = {mode: statistics.median(r[f"{mode}_clips_s"] for r in runs[name]) for mode in ("train", "infer")}
         result["settings"][name] = {"env": env_changes, **{f"{mode}_clips_s": v for mode, v in medians.items()}}
     default = result["settings"]["default"]
