@@ -80,11 +80,12 @@ def meta(config: BenchConfig, started: float) -> dict:
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
-        cpu = ", ".join(sorted(flag for flag in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+        cpu = ", ".join(sorted(flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
                                if f" {flag}" in flags)) or platform.machine()
     except OSError:
         pass
     return {"config": config.name, "cpus": os.cpu_count(), "cpu": cpu, "tensorflow": tf.__version__,
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
             "python": sys.version.split()[0],
             "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
 

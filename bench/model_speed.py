@@ -13,7 +13,9 @@ Timing: each lever (the defaults, each precision, XLA) runs in a fresh child pro
 levers slowed each other: the bfloat16 model trained at 0.33 s a step at 16x112x112 (batch 8) next to the
 reference alone but at 0.63 s once the float32 model, the FLOP count's trace or XLA had run in the same process.
 
-Each lever's child runs ``child_runs`` times (3 in the full config) and each rate keeps its best run: in these
+Speed-ups are paired: in every round of a child the reference and the lever are timed side by side, and a lever's
+speed-up is the median of those per-round ratios over all rounds of all its children (their range is kept too).
+Each lever's child runs ``child_runs`` times (3 in the full config) and each displayed rate keeps its best run: in these
 processes one model's training step sometimes ran at about half its rate for the whole process (16x112x112,
 batch 8: the reference at 12.6 or 6.3 clips/s, the bfloat16 model at ~21 or 12.6, in the same code and
 settings), a state not explained yet, so one child per lever reported bfloat16 training anywhere from 0.95x to
@@ -29,13 +31,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import statistics
 
 import numpy as np
 
 from bresnet._keras import keras
 import tensorflow as tf
 
-from bench.timing import interleaved, json_child
+from bench.timing import interleaved_rounds, json_child, paired_ratios
 from bresnet import BResNet162Plus1DD, Conv2Plus1D
 from bresnet.flops import count_flops
 
@@ -226,7 +229,8 @@ def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: 
     fns["matmul"], matmul_flops = matmul_fn(matmul_n, 4)
     if low:   # a bfloat16 model is also measured against a bfloat16 matmul: the fp32 one is not its peak
         fns["matmul_bf16"] = matmul_fn(matmul_n, 4, "bfloat16")[0]
-    seconds = interleaved(fns, repeats)
+    rounds = interleaved_rounds(fns, repeats)
+    seconds = {name: statistics.median(ts) for name, ts in rounds.items()}
     result = {"precision": "bfloat16" if low else "float32", "matmul_gflops_s": matmul_flops / seconds["matmul"] / 1e9,
               "checks": {**errors, "top1_agreement": agreement}}
     if low:
@@ -234,6 +238,8 @@ def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: 
     for mode, batch in (("infer", case.infer_batch), ("train", case.train_batch)):
         for name in ("reference", lever):
             result[f"{mode}_{name}_clips_s"] = batch / seconds[f"{mode}/{name}"]
+        # The speed-up as a paired measurement: reference time / lever time in each round, both in this process.
+        result[f"{mode}_{lever}_speedup_rounds"] = paired_ratios(rounds, f"{mode}/reference", f"{mode}/{lever}")
     return result
 
 
@@ -244,11 +250,14 @@ def _lever_in_child(case: ModelCase, lever: str, repeats: int, matmul_n: int) ->
 
 
 def best_of(parts: list[dict]) -> dict:
-    """One child's result with every rate (clips/s, GFLOP/s) replaced by its best over ``parts``."""
+    """One child's result with every rate (clips/s, GFLOP/s) replaced by its best over ``parts``, and every list of
+    per-round speed-ups joined over ``parts`` (their median is the lever's speed-up)."""
     best = dict(parts[0])
     for key in parts[0]:
         if key.endswith(("_clips_s", "_gflops_s")):
             best[key] = max(part[key] for part in parts)
+        if key.endswith("_speedup_rounds"):
+            best[key] = [ratio for part in parts for ratio in part[key]]
     return best
 
 
@@ -276,7 +285,11 @@ def bench_case(case: ModelCase, repeats: int, matmul_n: int, child_runs: int = 1
             model_flops_s = clips_s * flops_per_clip * factor
             result[f"{mode}_{lever}_clips_s"] = clips_s
             result[f"{mode}_{lever}_reference_clips_s"] = reference_s
-            result[f"{mode}_{lever}_speedup"] = clips_s / reference_s
+            # Median of per-round paired ratios (each round times reference and lever side by side in one process),
+            # not the ratio of two independently best rates.
+            ratios = part[f"{mode}_{lever}_speedup_rounds"]
+            result[f"{mode}_{lever}_speedup"] = statistics.median(ratios)
+            result[f"{mode}_{lever}_speedup_range"] = [min(ratios), max(ratios)]
             result[f"{mode}_{lever}_mfu"] = model_flops_s / (part["matmul_gflops_s"] * 1e9)
             if lever == "fast":   # the reference's own MFU: 1/MFU bounds any float32 model doing the same FLOPs
                 result[f"{mode}_reference_mfu"] = reference_s * flops_per_clip * factor / (part["matmul_gflops_s"] * 1e9)

@@ -38,9 +38,10 @@ def _row(what: str, measured: str, ratio: float, target: float | None = None, fm
 
 def markdown(results: dict) -> str:
     meta = results["meta"]
-    lines = [f"Run of {meta['started_utc']} UTC, config `{meta['config']}`, {meta['cpus']} CPUs ({meta['cpu']}), "
+    cap = f", oneDNN capped at `ONEDNN_MAX_CPU_ISA={meta['onednn_max_cpu_isa']}`" if meta.get("onednn_max_cpu_isa") else ""
+    lines = [f"Run of {meta['started_utc']} UTC, config `{meta['config']}`, {meta['cpus']} CPUs ({meta['cpu']}){cap}, "
              f"TF {meta['tensorflow']}, whole run {meta['seconds']:.0f} s. Every ratio: two timings interleaved "
-             f"in the same run (A/B/A/B, medians).", "",
+             f"in the same run (A/B/A/B); model speed-ups are the median of per-round paired ratios.", "",
              "| what | measured (this run) | ratio | target | |", "|---|---|---|---|---|"]
     model = results.get("model", {})
     for clip, r in model.items():

@@ -17,6 +17,18 @@ from typing import Callable, Mapping
 
 def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds of one call of each function, calling them in turn ``repeats`` times after warm-up."""
+    return {name: statistics.median(ts) for name, ts in interleaved_rounds(fns, repeats, warmup).items()}
+
+
+def paired_ratios(rounds: Mapping[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """Per-round ``numerator seconds / denominator seconds`` of two functions timed in the same rounds: a speed-up
+    of ``denominator`` over ``numerator`` measured side by side, round by round (take the median of these)."""
+    return [a / b for a, b in zip(rounds[numerator], rounds[denominator], strict=True)]
+
+
+def interleaved_rounds(fns: Mapping[str, Callable[[], object]], repeats: int,
+                       warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each call of each function, round by round: every round calls each function once, in turn."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats!r}, warmup={warmup!r}")
     for fn in fns.values():
@@ -28,7 +40,7 @@ def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: i
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 def json_child(module: str, args: list[str], what: str, env_changes: Mapping[str, str] | None = None) -> dict:

@@ -89,3 +89,18 @@ def test_best_of_keeps_each_rate_at_its_best_run_and_the_rest_from_the_first():
              "matmul_gflops_s": 470.0, "checks": {"top1_agreement": 0.9}}]
     assert best_of(runs) == {"precision": "bfloat16", "train_fast_clips_s": 21.0, "train_reference_clips_s": 12.6,
                              "matmul_gflops_s": 470.0, "checks": {"top1_agreement": 1.0}}
+
+
+def test_speedups_are_medians_of_per_round_paired_ratios():
+    import statistics
+
+    from bench.model_speed import best_of
+    from bench.timing import interleaved_rounds, paired_ratios
+    ticks = iter(range(100))
+    rounds = interleaved_rounds({"slow": lambda: next(ticks), "fast": lambda: next(ticks)}, repeats=5, warmup=0)
+    assert [len(v) for v in rounds.values()] == [5, 5]
+    ratios = paired_ratios({"reference": [2.0, 4.0, 9.0], "lever": [1.0, 1.0, 3.0]}, "reference", "lever")
+    assert ratios == [2.0, 4.0, 3.0] and statistics.median(ratios) == 3.0
+    # Across child processes the rounds are pooled, not the best rate of each side divided by the other's.
+    joined = best_of([{"train_fast_speedup_rounds": [1.0, 2.0]}, {"train_fast_speedup_rounds": [3.0]}])
+    assert joined["train_fast_speedup_rounds"] == [1.0, 2.0, 3.0]
