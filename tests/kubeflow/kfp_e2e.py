@@ -148,6 +148,14 @@ class KfpGcs:
         return self.gcs.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True,
                             timeout=timeout, cwd=_repo())
 
+    def start_python(self, code: str, *args: str) -> tuple[subprocess.Popen, str]:
+        """``python -c code args`` in the namespace, in the background; (process, its output file)."""
+        out = str(self.logs / f"python-{time.monotonic_ns()}.log")
+        with open(out, "wb") as f:
+            proc = subprocess.Popen(self.gcs.command([sys.executable, "-c", code, *args]), env=self.gcs.full_env(ENV),
+                                    cwd=_repo(), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        return proc, out
+
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self.gcs.run([sys.executable, "-m", "pipeline", *args], env=ENV, capture_output=True, text=True,
                             timeout=timeout, cwd=_repo())
@@ -211,14 +219,19 @@ class KfpGcs:
         finally:
             db.close()
 
-    def replica_logs(self, run_id: str) -> dict[str, dict[int, str]]:
-        """Pod name -> {container instance (0, then 1 after a restart, ...): its log}, from the stand-in."""
+    def replica_log_paths(self, run_id: str) -> dict[str, dict[int, str]]:
+        """Pod name -> {container instance (0, then 1 after a restart, ...): its log file}, from the stand-in."""
         pods: dict[str, dict[int, str]] = {}
         for path in sorted(glob.glob(str(self.run_dir(run_id) / "kube" / "pods" / "*" / "*" / "tensorflow-*.log"))):
             pod = os.path.basename(os.path.dirname(path)).rsplit("-", 1)[0]   # <pod name>-<uid[:8]>
             instance = int(os.path.basename(path)[len("tensorflow-"):-len(".log")])
-            pods.setdefault(pod, {})[instance] = tail(path, 10 ** 7)
+            pods.setdefault(pod, {})[instance] = path
         return pods
+
+    def replica_logs(self, run_id: str) -> dict[str, dict[int, str]]:
+        """Pod name -> {container instance: its log}."""
+        return {pod: {i: tail(path, 10 ** 8) for i, path in instances.items()}
+                for pod, instances in self.replica_log_paths(run_id).items()}
 
     def api_requests(self, run_id: str) -> list[dict]:
         path = self.run_dir(run_id) / "kube" / "api-requests.log"

@@ -1,9 +1,8 @@
 """kfp-local (pipeline/kfp_local/runner.py): a compiled KFP v2 PipelineSpec run as the open-source backend runs it.
 
-Fast tests use small hand-written PipelineSpecs whose executors are ``python -c`` one-liners; the one ``slow`` test
-compiles the real pipeline and runs it three times (first run, same files: all cached, one new file: Ingest and
-everything downstream again)."""
-import glob
+Small hand-written PipelineSpecs whose executors are ``python -c`` one-liners. The real pipeline, compiled and run
+on kfp-local with everything on gs:// (first run, all cache hits, a new file, a killed replica, a cancelled run), is
+tests/kubeflow/test_kfp_local_gcs.py (slow)."""
 import io
 import json
 import os
@@ -502,78 +501,3 @@ def test_sigterm_cancels_the_task_kills_its_processes_and_caches_nothing(tmp_pat
         "SELECT e.task FROM cache c JOIN executions e ON e.id = c.execution_id")}
     assert cached == {"first"}
 
-
-# ---- the real pipeline (slow: 4.7 min on this 2-core machine when idle, 18 min under heavy load) -----------
-
-def _cli(*args, timeout=1800):
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    return result
-
-
-def _states(workdir, run_id):
-    with open(os.path.join(workdir, "runs", run_id, "run.json")) as f:
-        run = json.load(f)
-    return run, {name: task["state"] for name, task in run["tasks"].items()}
-
-
-@pytest.mark.slow
-def test_compiled_pipeline_runs_on_kfp_local_and_scheduled_runs_cache_by_input_files(tmp_path):
-    """SLOW (280 s here when idle: runs of 134 s, 0.8 s and 123 s). The real pipeline, compiled for KFP (smoke
-    preset, 1 training replica through the Kubernetes API stand-in, 32 tiny videos), run three times as a schedule
-    would: the first pushes a model, the second (same files) is all cache hits but input-fingerprint and pushes
-    nothing, the third (one file more) re-runs Ingest and everything downstream of it and pushes a second version."""
-    data, root, serving, work = (str(tmp_path / d) for d in ("data", "root", "serving", "work"))
-    result = _cli("demo-data", "--out", data, "--videos-per-class", "4")
-    assert result.returncode == 0, result.stderr[-3000:]
-    package = str(tmp_path / "pipeline.yaml")
-    result = _cli("compile", "--config", "smoke", "--image", "registry.example/bresnet-tfx:test", "--out", package,
-                  "--data-dir", data, "--pipeline-root", root, "--serving-dir", serving,
-                  "--set", "training.workers=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    spec = yaml.safe_load(open(package))
-    assert spec["schemaVersion"] == "2.1.0" and "input-fingerprint" in spec["root"]["dag"]["tasks"]
-
-    def versions():
-        return sorted(glob.glob(os.path.join(serving, "bresnet", "*", "saved_model.pb")))
-
-    timings = {}
-    started = time.monotonic()
-    result = _cli("kfp-local", "--package", package, "--workdir", work, "--run-id", "run-1")
-    timings["run-1"] = time.monotonic() - started
-    run, states = _states(work, "run-1")
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert set(states.values()) == {"COMPLETE"}, states
-    assert len(versions()) == 1                                          # a pushed SavedModel
-    fingerprint_1 = run["tasks"]["input-fingerprint"]["outputs"]["parameters"]["input_fingerprint"]
-    import sqlite3
-    db = sqlite3.connect(os.path.join(work, "kfp-local.sqlite"))
-    examples_id = run["tasks"]["Ingest"]["outputs"]["artifacts"]["examples"]["id"]
-    (props,) = db.execute("SELECT custom_properties FROM artifacts WHERE id=?", (examples_id,)).fetchone()
-    assert json.loads(props)["input_fingerprint"] == fingerprint_1   # the Ingest executor recorded what it saw
-
-    started = time.monotonic()
-    result = _cli("kfp-local", "--package", package, "--workdir", work, "--run-id", "run-2")
-    timings["run-2"] = time.monotonic() - started
-    run, states = _states(work, "run-2")
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert states.pop("input-fingerprint") == "COMPLETE"                 # caching disabled: it looks every time
-    assert set(states.values()) == {"CACHED"}, states
-    assert run["tasks"]["input-fingerprint"]["outputs"]["parameters"]["input_fingerprint"] == fingerprint_1
-    assert len(versions()) == 1                                          # nothing new pushed
-
-    extra = str(tmp_path / "extra")
-    assert _cli("demo-data", "--out", extra, "--videos-per-class", "4", "--seed", "1").returncode == 0
-    new_file = os.path.join(data, "train", "videos-extra.tfrecord")
-    os.replace(sorted(glob.glob(os.path.join(extra, "train", "*")))[0], new_file)
-    started = time.monotonic()
-    result = _cli("kfp-local", "--package", package, "--workdir", work, "--run-id", "run-3")
-    timings["run-3"] = time.monotonic() - started
-    run, states = _states(work, "run-3")
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert run["tasks"]["input-fingerprint"]["outputs"]["parameters"]["input_fingerprint"] != fingerprint_1
-    assert states.pop("ClipSchema") == "CACHED"                          # not downstream of Ingest
-    assert set(states.values()) == {"COMPLETE"}, states
-    assert len(versions()) == 2                                          # the new model, a new version
-    print("kfp-local real pipeline timings (s):", {k: round(v, 1) for k, v in timings.items()})
