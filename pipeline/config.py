@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from components.trainer.config import TrainingConfig
+from components.trainer.kubeflow_launcher import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
@@ -77,7 +78,6 @@ DEFAULT_STEP_RESOURCES = {
     "Evaluator": {"cpu": 4, "memory": "16Gi"}, "Pusher": {"cpu": 1, "memory": "2Gi"},
 }
 _QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
-RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")   # "Always" would restart a finished replica forever
 
 
 def _memory_gib(value: Any, where: str) -> float:
@@ -105,8 +105,8 @@ class KubeflowConfig:
     # Replicas: OnFailure (the Training Operator guide's advice; under MWMS a dead worker's peers exit with code 1,
     # which ExitCode would treat as permanent). Restarts are bounded by training.max_restarts (0: Never).
     restart_policy: str = "OnFailure"
-    timeout_s: float = 6 * 3600.0   # the Trainer step's wait for its TFJob; also the TFJob's activeDeadlineSeconds
-    pending_timeout_s: float = 900.0   # a replica Pending longer fails the step, naming the reason
+    timeout_s: float = DEFAULT_TIMEOUT_S   # the Trainer step's wait for its TFJob; also its activeDeadlineSeconds
+    pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S   # a replica Pending longer fails the step, naming why
     # Per-step overrides of DEFAULT_STEP_RESOURCES, e.g. {ClipGen: {cpu: 8, memory: 32Gi}}.
     step_resources: dict = dataclasses.field(default_factory=dict)
 
