@@ -19,7 +19,7 @@ demo: setup
 # Two pytest-xdist processes (groups and their order: tests/conftest.py); TEST_PROCESSES=0 runs it serially.
 TEST_PROCESSES ?= 2
 test: setup standins
-	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) tests
 
 # The benchmark table (bench/README.md, bench/results.json); measured 10.5 minutes on 2 cores (budget 15).
 bench: setup

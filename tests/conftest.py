@@ -8,30 +8,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
-# `make test` runs the suite in 2 pytest-xdist processes (`-n 2 --dist loadgroup --no-loadscope-reorder`): on 2
-# cores the serial suite kept one core busy on average (28 of 31 CPU-minutes of user time in 31.5 minutes of wall
-# time, under ONEDNN_MAX_CPU_ISA=AVX2), most of it single-threaded imports, Beam and process start-ups. Each group
-# below runs whole in one process, so a fixture shared by a group's tests is built once: the directories whose
-# conftest holds session fixtures, and every other module on its own (module fixtures). Groups go out in this
-# order, longest first (measured under the cap: the kfp-local story ~490 s, the trainer tests ~400 s, the
-# end-to-end runs and their readers ~350 s, the tiny benchmark ~190 s), then in collection order.
+# `make test` runs the suite in 2 pytest-xdist processes (`-n 2`): on 2 cores the serial suite kept one core busy on
+# average (28 of 31 CPU-minutes of user time in 31.5 minutes of wall time, under ONEDNN_MAX_CPU_ISA=AVX2), most of
+# it single-threaded imports, Beam and process start-ups. Each group below runs whole in one process, so a fixture
+# its tests share is built once: a directory whose conftest holds session fixtures is one group, every other module
+# is its own (module fixtures). Groups go out in this order, longest first (measured under the cap: the kfp-local
+# story ~490 s, the trainer tests ~400 s, the end-to-end runs and their readers ~350 s, the tiny benchmark ~190 s),
+# then in collection order. (xdist's own `--dist loadgroup` cannot do it with pytest 9: its marks no longer reach
+# the node ids.)
 SHARED_FIXTURE_DIRS = ("trainer", "pipeline", "gcs")
 LONGEST_FIRST = ("tests/kubeflow/test_kfp_local_gcs.py", "tests/trainer", "tests/pipeline",
                  "tests/bench/test_bench_harness.py")
 
 
-def xdist_group(item) -> str:
-    rel = item.nodeid.split("::", 1)[0]
-    parts = rel.split("/")
-    return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in SHARED_FIXTURE_DIRS else rel
+def group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in SHARED_FIXTURE_DIRS else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's loadscope with ``group_of`` as the scope, in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    config.option.loadscopereorder = False
+    return GroupScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    groups = {id(item): xdist_group(item) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[id(item)], len(rank)))   # stable: collection order otherwise
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: else collection order
     _skip_bfloat16_under_isa_cap(items)
 
 
