@@ -92,7 +92,10 @@ def test_hung_worker_is_cut_loose_by_the_collective_timeout(clip_data, tmp_path)
         LocalProcessLauncher(env={FAULT_ENV: json.dumps(fault)}, timeout_s=300).launch(job)
     err = caught.value
     assert err.worker_index == 0 and err.exit_code != 0
-    assert "DeadlineExceededError" in err.log_tail and "Collective has timed out" in err.log_tail
+    # The survivor gave up because its all-reduce timed out. TF 2.16 then raises DeadlineExceededError, or (seen
+    # once in ~10 runs, on a loaded machine) dies with SIGSEGV while aborting its collectives, after logging it.
+    assert "Collective has timed out" in err.log_tail
+    assert "DeadlineExceededError" in err.log_tail or "DEADLINE_EXCEEDED" in err.log_tail
     log1 = _read(worker_log_path(job.scratch_dir, 1))
     assert "fault injection: worker 1 hangs at epoch 0" in log1
     pid1 = int(re.search(r"pid (\d+) =====", log1).group(1))
