@@ -27,6 +27,7 @@ def group_of(nodeid: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in SHARED_FIXTURE_DIRS else path
 
 
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist: unknown to pytest without it (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
