@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 
 # `make test` runs the suite in 2 pytest-xdist processes (`-n 2`): on 2 cores the serial suite kept one core busy on
-# average (28 of 31 CPU-minutes of user time in 31.5 minutes of wall time, under ONEDNN_MAX_CPU_ISA=AVX2), most of
+# average (31.2 CPU-minutes, user + sys, in 31.5 minutes of wall time, under ONEDNN_MAX_CPU_ISA=AVX2), most of
 # it single-threaded imports, Beam and process start-ups. Each group below runs whole in one process, so a fixture
 # its tests share is built once: a directory whose conftest holds session fixtures is one group, every other module
 # is its own (module fixtures). Groups go out in this order, longest first (measured under the cap: the kfp-local
