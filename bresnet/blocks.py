@@ -28,16 +28,23 @@ class BottleneckResidual2Plus1DD(StoredConfigMixin, keras.layers.Layer):
     projection. The window is 2 only along strided axes: along an axis with stride 1 a 2-wide window would
     only blur, not downsample, so there (and for an all-ones stride) no pooling happens.
     All convolutions are bias-free and batch-normalized; ReLU after the addition.
+    ``zero_init_residual`` starts the last batch norm's scale of the main path at 0, so the block starts as its
+    shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 5.1; torchvision's option of the same
+    name); only the initial values differ, the architecture and weights are the same.
     """
 
-    _config_fields = ("filters", "strides")
+    _config_fields = ("filters", "strides", "zero_init_residual")
 
-    def __init__(self, filters: int, strides: int | Sequence[int] = (1, 1, 1), **kwargs):
+    def __init__(self, filters: int, strides: int | Sequence[int] = (1, 1, 1), zero_init_residual: bool = False,
+                 **kwargs):
         filters = positive_int(filters, "filters")
         strides = triple(strides, "strides")
+        if not isinstance(zero_init_residual, bool):
+            raise TypeError(f"zero_init_residual must be a bool, got {zero_init_residual!r}")
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
+        self.zero_init_residual = zero_init_residual
 
     @property
     def output_filters(self) -> int:
@@ -51,7 +58,8 @@ class BottleneckResidual2Plus1DD(StoredConfigMixin, keras.layers.Layer):
         conv = dict(use_bias=False, normalization="batch_norm")
         self.reduce = Conv2Plus1D(width, 1, activation="relu", name="reduce", **conv)
         self.conv = Conv2Plus1D(width, 3, strides=self.strides, activation="relu", name="conv", **conv)
-        self.expand = Conv2Plus1D(self.output_filters, 1, name="expand", **conv)
+        self.expand = Conv2Plus1D(self.output_filters, 1, name="expand", zero_init_norm=self.zero_init_residual,
+                                  **conv)
         strides = tuple(self.strides)
         strided = strides != (1, 1, 1)
         self.pool = None

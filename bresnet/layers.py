@@ -176,13 +176,15 @@ def make_activation(activation: str | None, name: str) -> keras.layers.Layer | N
     return Mish(name=name)
 
 
-def make_normalization(normalization: str | None, name: str) -> keras.layers.Layer | None:
+def make_normalization(normalization: str | None, name: str, zero_gamma: bool = False) -> keras.layers.Layer | None:
+    """The normalization layer; ``zero_gamma`` starts its scale at 0 (its output is then ``beta``, 0 at first)."""
     if normalization is None:
         return None
+    gamma = "zeros" if zero_gamma else "ones"
     if normalization == "batch_norm":
         # fused=None lets Keras pick the fused kernel, which it supports for rank-5 channels-last inputs.
-        return keras.layers.BatchNormalization(axis=-1, name=name)
-    return keras.layers.LayerNormalization(axis=-1, name=name)
+        return keras.layers.BatchNormalization(axis=-1, gamma_initializer=gamma, name=name)
+    return keras.layers.LayerNormalization(axis=-1, gamma_initializer=gamma, name=name)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -191,14 +193,17 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
 
     The spatial convolution carries the height/width strides and the temporal one the time stride. The
     middle width follows :func:`middle_width`; it depends on the input channels, so the sub-layers are
-    created in ``build``. Inputs are channels-last ``[B, T, H, W, C]``.
+    created in ``build``. Inputs are channels-last ``[B, T, H, W, C]``. ``zero_init_norm`` starts the
+    normalization's scale (gamma) at 0, so the layer first outputs its shift alone (a residual block's last
+    convolution: the block starts as its shortcut).
     """
 
-    _config_fields = ("filters", "kernel_size", "strides", "padding", "use_bias", "normalization", "activation")
+    _config_fields = ("filters", "kernel_size", "strides", "padding", "use_bias", "normalization", "activation",
+                      "zero_init_norm")
 
     def __init__(self, filters: int, kernel_size: int | Sequence[int], strides: int | Sequence[int] = (1, 1, 1),
                  padding: str = "same", use_bias: bool = True, normalization: str | None = None,
-                 activation: str | None = None, **kwargs):
+                 activation: str | None = None, zero_init_norm: bool = False, **kwargs):
         filters = positive_int(filters, "filters")
         kernel_size = triple(kernel_size, "kernel_size")
         strides = triple(strides, "strides")
@@ -207,6 +212,10 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
             raise TypeError(f"use_bias must be a bool, got {use_bias!r}")
         normalization = choice(normalization, NORMALIZATIONS, "normalization")
         activation = choice(activation, ACTIVATIONS, "activation")
+        if not isinstance(zero_init_norm, bool):
+            raise TypeError(f"zero_init_norm must be a bool, got {zero_init_norm!r}")
+        if zero_init_norm and normalization is None:
+            raise ValueError("zero_init_norm needs a normalization to initialize, got normalization=None")
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -215,6 +224,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
         self.use_bias = use_bias
         self.normalization = normalization
         self.activation = activation
+        self.zero_init_norm = zero_init_norm
         self.middle_filters: int | None = None
 
     def build(self, input_shape):
@@ -228,7 +238,7 @@ class Conv2Plus1D(StoredConfigMixin, keras.layers.Layer):
                                            padding=self.padding, use_bias=self.use_bias, name="spatial")
         self.temporal = keras.layers.Conv3D(self.filters, (kt, 1, 1), strides=(st, 1, 1),
                                             padding=self.padding, use_bias=self.use_bias, name="temporal")
-        self.norm = make_normalization(self.normalization, "norm")
+        self.norm = make_normalization(self.normalization, "norm", zero_gamma=self.zero_init_norm)
         self.act = make_activation(self.activation, "act")
         # Build the sub-layers now so all weights exist once this layer is built (saving/loading need that).
         self.spatial.build(input_shape)

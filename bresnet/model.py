@@ -51,27 +51,32 @@ class BResNet162Plus1DD(StoredConfigMixin, keras.Model):
 
     ``units`` sizes the seed's embedding head and is unused when ``num_classes`` is given (a linear
     embedding straight before linear logits would add parameters but no expressiveness).
-    ``dropout`` > 0 adds dropout between pooling and the head.
+    ``dropout`` > 0 adds dropout between pooling and the head. ``zero_init_residual`` starts every residual
+    block as its shortcut (:class:`BottleneckResidual2Plus1DD`); the seed initializes its batch norms to 1.
     """
 
-    _config_fields = ("units", "num_classes", "dropout")
+    _config_fields = ("units", "num_classes", "dropout", "zero_init_residual")
 
-    def __init__(self, units: int = 256, num_classes: int | None = None, dropout: float = 0.0, **kwargs):
+    def __init__(self, units: int = 256, num_classes: int | None = None, dropout: float = 0.0,
+                 zero_init_residual: bool = False, **kwargs):
         units = positive_int(units, "units")
         if num_classes is not None:
             num_classes = positive_int(num_classes, "num_classes")
         dropout = _check_dropout(dropout)
+        if not isinstance(zero_init_residual, bool):
+            raise TypeError(f"zero_init_residual must be a bool, got {zero_init_residual!r}")
         super().__init__(**kwargs)
         self.units = units
         self.num_classes = num_classes
         self.dropout = dropout
+        self.zero_init_residual = zero_init_residual
 
         stem = dict(kernel_size=3, use_bias=False, normalization="batch_norm", activation="relu")
         self.stem = Conv2Plus1D(32, strides=2, name="stem", **stem)
         self.stem1 = Conv2Plus1D(32, name="stem1", **stem)
         self.stem2 = Conv2Plus1D(64, name="stem2", **stem)
         self.maxpool = keras.layers.MaxPool3D(pool_size=2, strides=2, padding="same", name="maxpool")
-        self.blocks = [BottleneckResidual2Plus1DD(filters, strides, name=name)
+        self.blocks = [BottleneckResidual2Plus1DD(filters, strides, zero_init_residual=zero_init_residual, name=name)
                        for (filters, strides), name in zip(STAGES, BLOCK_NAMES)]
         self.gap = keras.layers.GlobalAveragePooling3D(name="gap")
         self.head_dropout = keras.layers.Dropout(dropout, name="dropout") if dropout > 0 else None
@@ -103,7 +108,7 @@ def bresnet162plus1dd(num_classes: int | None = None, units: int = 256,
                       input_shape: Sequence[int | None] | None = None, **kwargs) -> keras.Model:
     """A BResNet162Plus1DD; built for clips of ``input_shape`` (T, H, W, C; T/H/W may be None) when given.
 
-    ``kwargs`` go to the model (``dropout``, ``name``).
+    ``kwargs`` go to the model (``dropout``, ``zero_init_residual``, ``name``).
     """
     model = BResNet162Plus1DD(units=units, num_classes=num_classes, **kwargs)
     if input_shape is not None:
@@ -115,9 +120,13 @@ def bresnet162plus1dd(num_classes: int | None = None, units: int = 256,
 
 
 def build_classifier(num_classes: int, clip_shape: tuple[int, int, int, int], dropout: float = 0.0) -> keras.Model:
-    """The built classifier the Trainer uses: float32 clips [B, T, H, W, 3] → logits [B, num_classes]."""
+    """The built classifier the Trainer uses: float32 clips [B, T, H, W, 3] → logits [B, num_classes].
+
+    Its residual blocks start as their shortcuts (``zero_init_residual``): on the demo task, 1,200 steps of the
+    demo recipe reached clip accuracy 0.67 that way and 0.22 from the seed's initialization (README, demo).
+    """
     num_classes = positive_int(num_classes, "num_classes")
     clip_shape = _check_clip_shape(clip_shape, "clip_shape", allow_unknown=False)
     if clip_shape[-1] != 3:
         raise ValueError(f"clip_shape must end in 3 (RGB) channels, got {clip_shape!r}")
-    return bresnet162plus1dd(num_classes=num_classes, input_shape=clip_shape, dropout=dropout)
+    return bresnet162plus1dd(num_classes=num_classes, input_shape=clip_shape, dropout=dropout, zero_init_residual=True)

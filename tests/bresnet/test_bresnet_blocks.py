@@ -70,6 +70,7 @@ def test_filters_below_four_behave_as_the_seed(filters):
     (dict(filters=8.0), TypeError, ["filters", "8.0"]),
     (dict(filters=8, strides=(1, 2)), TypeError, ["strides", "(1, 2)"]),
     (dict(filters=8, strides=0), ValueError, ["strides", "0"]),
+    (dict(filters=8, zero_init_residual=1), TypeError, ["zero_init_residual", "1"]),
 ])
 def test_validates_arguments(kwargs, error, words):
     with pytest.raises(error) as info:
@@ -78,10 +79,34 @@ def test_validates_arguments(kwargs, error, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize("strides, channels", [((1, 1, 1), 64), ((1, 2, 2), 32)])
+def test_zero_init_residual_starts_the_block_as_its_shortcut(strides, channels):
+    x = tf.random.normal((2, 2, 4, 4, channels), seed=1)
+    block = BottleneckResidual2Plus1DD(16, strides, zero_init_residual=True)
+    plain = BottleneckResidual2Plus1DD(16, strides)
+    block(x), plain(x)   # build both
+    for training in (True, False):
+        shortcut = x
+        if block.pool is not None:
+            shortcut = block.pool(shortcut)
+        if block.projection is not None:
+            shortcut = block.projection(shortcut, training=training)
+        np.testing.assert_allclose(block(x, training=training).numpy(), np.maximum(shortcut.numpy(), 0.0), atol=1e-5)
+    # Only the main path's last scale starts at 0; the seed's initialization (plain) has it at 1.
+    assert np.all(block.expand.norm.gamma.numpy() == 0.0)
+    for layer in (block.reduce, block.conv) + ((block.projection,) if block.projection else ()):
+        assert np.all(layer.norm.gamma.numpy() == 1.0)
+    assert np.all(plain.expand.norm.gamma.numpy() == 1.0)
+    # The zero scale still learns: its gradient is not zero.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(block(x, training=True) - 1.0))
+    assert float(tf.reduce_max(tf.abs(tape.gradient(loss, block.expand.norm.gamma)))) > 0.0
+
+
 def test_config_round_trip_and_registered_deserialization():
-    block = BottleneckResidual2Plus1DD(32, [1, 2, 2], name="b")
+    block = BottleneckResidual2Plus1DD(32, [1, 2, 2], zero_init_residual=True, name="b")
     config = block.get_config()
-    assert config["strides"] == (1, 2, 2) and config["filters"] == 32
+    assert config["strides"] == (1, 2, 2) and config["filters"] == 32 and config["zero_init_residual"] is True
     assert BottleneckResidual2Plus1DD.from_config(config).get_config() == config
     revived = keras.layers.deserialize(keras.layers.serialize(block))
     assert isinstance(revived, BottleneckResidual2Plus1DD) and revived.get_config() == config

@@ -104,6 +104,8 @@ def test_activation_layers_compute_their_formulas():
     (dict(filters=8, kernel_size=3, use_bias=1), TypeError, ["use_bias", "1"]),
     (dict(filters=8, kernel_size=3, normalization="group_norm"), ValueError, ["normalization", "'group_norm'"]),
     (dict(filters=8, kernel_size=3, activation="gelu"), ValueError, ["activation", "'gelu'"]),
+    (dict(filters=8, kernel_size=3, normalization="batch_norm", zero_init_norm=1), TypeError, ["zero_init_norm", "1"]),
+    (dict(filters=8, kernel_size=3, zero_init_norm=True), ValueError, ["zero_init_norm", "normalization=None"]),
 ])
 def test_conv2plus1d_validates_arguments(kwargs, error, words):
     with pytest.raises(error) as info:
@@ -123,7 +125,7 @@ def test_alias_is_the_same_class():
 
 @pytest.mark.parametrize("layer", [
     Conv2Plus1D(16, (3, 1, 5), strides=(2, 1, 2), padding="valid", use_bias=False, normalization="layer_norm",
-                activation="mish", name="c"),
+                activation="mish", zero_init_norm=True, name="c"),
     HardSwish(name="hs"),
     Mish(name="mish"),
 ])

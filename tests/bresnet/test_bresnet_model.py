@@ -11,6 +11,7 @@ import tensorflow as tf
 from bresnet import BottleneckResidual2Plus1DD, BResNet162Plus1DD, Conv2Plus1D, bresnet162plus1dd, build_classifier
 from bresnet._keras import keras
 from bresnet.flops import count_flops, summary_rows
+from bresnet.model import BLOCK_NAMES
 from bresnet.summary import main as summary_main
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -120,6 +121,16 @@ def test_classifier_is_built_and_returns_logits():
     assert model.count_params() == SEED_PARAMS - 524_544 + 2048 * 7 + 7
 
 
+def test_classifier_starts_residual_blocks_as_shortcuts_and_the_plain_builder_as_the_seed():
+    def scales(model):
+        return {(block.name, conv): float(np.abs(getattr(block, conv).norm.gamma.numpy()).max())
+                for block in model.blocks for conv in ("reduce", "conv", "expand")}
+    zero = scales(build_classifier(3, (2, 32, 32, 3)))
+    assert {k: v for k, v in zero.items() if k[1] == "expand"} == {(b, "expand"): 0.0 for b in BLOCK_NAMES}
+    assert all(v == 1.0 for k, v in zero.items() if k[1] != "expand")
+    assert set(scales(bresnet162plus1dd(num_classes=3, input_shape=(2, 32, 32, 3))).values()) == {1.0}
+
+
 def test_embedding_head_without_num_classes():
     model = bresnet162plus1dd(units=64, input_shape=(1, 32, 32, 3))
     assert model.layers[-1].name == "dense"
@@ -139,6 +150,7 @@ def test_any_clip_size_including_one_frame(clip):
     (lambda: BResNet162Plus1DD(num_classes="5"), TypeError, ["num_classes", "'5'"]),
     (lambda: BResNet162Plus1DD(dropout=1.0), ValueError, ["dropout", "1.0"]),
     (lambda: BResNet162Plus1DD(dropout="0.1"), TypeError, ["dropout", "'0.1'"]),
+    (lambda: BResNet162Plus1DD(zero_init_residual="yes"), TypeError, ["zero_init_residual", "'yes'"]),
     (lambda: build_classifier(0, (8, 64, 64, 3)), ValueError, ["num_classes", "0"]),
     (lambda: build_classifier(5, (8, 64, 64)), ValueError, ["clip_shape", "(8, 64, 64)"]),
     (lambda: build_classifier(5, (8, None, 64, 3)), TypeError, ["clip_shape", "None"]),
@@ -155,9 +167,10 @@ def test_validates_arguments(call, error, words):
 
 
 def test_config_round_trip():
-    model = BResNet162Plus1DD(units=128, num_classes=9, dropout=0.25, name="video")
+    model = BResNet162Plus1DD(units=128, num_classes=9, dropout=0.25, zero_init_residual=True, name="video")
     config = model.get_config()
     assert config["units"] == 128 and config["num_classes"] == 9 and config["dropout"] == 0.25
+    assert config["zero_init_residual"] is True
     clone = BResNet162Plus1DD.from_config(config)
     assert clone.get_config() == config and clone.name == "video"
 
@@ -165,9 +178,11 @@ def test_config_round_trip():
 def test_saved_model_and_keras_format_reload_with_identical_outputs(tmp_path):
     model = build_classifier(4, (2, 32, 32, 3), dropout=0.5)
     x = np.random.default_rng(1).normal(size=(2, 2, 32, 32, 3)).astype("float32")
-    # Move the BatchNorm statistics off their initial 0/1 so that reloading them is tested too.
+    # Move the BatchNorm statistics and scales off their initial values (some scales start at 0) so that reloading
+    # them is tested too.
     rng = np.random.default_rng(3)
     for bn in (m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)):
+        bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape))
         bn.moving_mean.assign(rng.normal(0.0, 0.1, bn.moving_mean.shape))
         bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
     expected = model(x, training=False).numpy()
