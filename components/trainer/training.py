@@ -115,6 +115,14 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
+    # No autotuning thread: TF 2.16's tf.data model thread (Model::OptimizeLoop) sleeps up to 60 s between
+    # optimizations and is woken for cancellation by a callback that runs *before* the CancellationManager marks
+    # itself cancelled (tsl cancellation.cc: callbacks, then is_cancelled_ = true), so a thread that wakes in
+    # between sees "not cancelled" and sleeps out its period. The iterator's destructor joins it: `fit` then sat
+    # 35-51 s after its last epoch (gdb: main thread in ~RootDataset::Iterator, model thread in OptimizeLoop's
+    # wait). Without autotune, map parallelism falls back to TF's default and prefetch keeps its own buffer
+    # autotuner, and input still runs far ahead of training (bench/input_speed.py).
+    options.autotune.enabled = False
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.FILE if plan.policy == "file" else tf.data.experimental.AutoShardPolicy.DATA)
     return ds.with_options(options)
@@ -169,6 +177,7 @@ def compile_model(model: keras.Model, config: TrainingConfig) -> None:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
     )
 
 
