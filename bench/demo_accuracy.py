@@ -3,9 +3,10 @@
   python -m bench.demo_accuracy --set precision='"bfloat16"' [--root runs/demo/root] [--out bench/out/acc]
   python -m bench.demo_accuracy --evaluate runs/demo/root/Trainer/model/<id>/Format-Serving
 
-Trains the demo preset's Trainer (pipeline.config.DEMO_TRAINING, 2 workers, LocalProcessLauncher) on the clips
-and Transform graph of the newest demo run, with training-config overrides, then measures clip accuracy of
-the exported serving model on the whole eval split through its ``serving_default`` signature; ``--evaluate``
+Trains the demo preset's Trainer (pipeline.config.DEMO_TRAINING, LocalProcessLauncher) on the clips
+and Transform graph of the newest demo run, with training-config overrides, then measures clip and video accuracy of
+the exported serving model on the whole eval split (video accuracy: clip probabilities averaged per video, as the
+Evaluator does) through its ``serving_default`` signature; ``--evaluate``
 measures an existing export the same way (e.g. the float32 model `make demo` trained).
 """
 from __future__ import annotations
@@ -29,17 +30,30 @@ def newest(pattern: str) -> str:
 
 
 def evaluate(serving_dir: str, eval_dir: str) -> dict:
-    """Clip accuracy of a serving export over every clip record in ``eval_dir``."""
+    """Clip and video accuracy of a serving export over every clip record in ``eval_dir``.
+
+    Video accuracy as the Evaluator computes it: a video's class is the argmax of its clips' mean probabilities.
+    """
+    import numpy as np
     from components.video_format import ClipKeys
     signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
     files = sorted(glob.glob(os.path.join(eval_dir, "*.gz")))
+    spec = {ClipKeys.LABEL: tf.io.FixedLenFeature([], tf.string), ClipKeys.VIDEO_ID: tf.io.FixedLenFeature([], tf.string)}
     correct = total = 0
+    videos: dict[bytes, list] = {}   # video id -> [sum of probabilities, label]
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
-        labels = tf.io.parse_example(batch, {ClipKeys.LABEL: tf.io.FixedLenFeature([], tf.string)})[ClipKeys.LABEL]
-        top = signature(examples=batch)["top_class"]
-        correct += int(tf.reduce_sum(tf.cast(tf.equal(top, labels), tf.int32)))
+        parsed = tf.io.parse_example(batch, spec)
+        out = signature(examples=batch)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(out["top_class"], parsed[ClipKeys.LABEL]), tf.int32)))
         total += int(batch.shape[0])
-    return {"serving_dir": serving_dir, "eval_clips": total, "clip_accuracy": correct / total}
+        names = out["classes"].numpy()[0]
+        for vid, label, probs in zip(parsed[ClipKeys.VIDEO_ID].numpy(), parsed[ClipKeys.LABEL].numpy(),
+                                     out["probabilities"].numpy()):
+            entry = videos.setdefault(vid, [np.zeros_like(probs), label])
+            entry[0] = entry[0] + probs
+    video_correct = sum(names[int(np.argmax(p))] == label for p, label in videos.values())
+    return {"serving_dir": serving_dir, "eval_clips": total, "clip_accuracy": correct / total,
+            "eval_videos": len(videos), "video_accuracy": video_correct / max(len(videos), 1)}
 
 
 def main(argv=None) -> None:
@@ -48,6 +62,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/out/demo_accuracy")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override; VALUE is JSON (a string in double quotes)")
+    parser.add_argument("--model-builder", default=None, metavar="MODULE:FUNCTION",
+                        help="TrainingJob.model_builder (default: the project's bresnet:build_classifier)")
     parser.add_argument("--evaluate", metavar="SERVING_DIR", help="only evaluate this serving export")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -73,11 +89,15 @@ def main(argv=None) -> None:
     job = TrainingJob(config=config, train_uri=os.path.join(clips, "Split-train"), eval_uri=eval_dir,
                       transform_graph_uri=newest(os.path.join(args.root, "Transform", "transform_graph", "*")),
                       serving_model_dir=os.path.join(args.out, "model"), run_dir=os.path.join(args.out, "run"),
-                      scratch_dir=os.path.join(args.out, "scratch"))
+                      scratch_dir=os.path.join(args.out, "scratch"),
+                      **({"model_builder": args.model_builder} if args.model_builder else {}))
     started = time.perf_counter()
     LocalProcessLauncher().launch(job)
+    from components.trainer import history
+    curve = [(e["epoch"], round(e.get("val_accuracy", float("nan")), 3))
+             for e in history.load_progress(job.scratch_dir, 0)["epochs"]]
     result = {"overrides": overrides, "train_seconds": time.perf_counter() - started,
-              **evaluate(job.serving_model_dir, eval_dir)}
+              "val_accuracy_by_epoch": curve, **evaluate(job.serving_model_dir, eval_dir)}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -1,4 +1,5 @@
-"""Multi-worker Trainer: trains in N worker processes under MultiWorkerMirroredStrategy.
+"""Multi-worker Trainer: trains in N worker processes under MultiWorkerMirroredStrategy (one worker: TF's
+default strategy, see ``training.make_strategy``).
 
 Modules: ``config`` (TrainingConfig, TrainingJob), ``launcher`` (Launcher interface, LocalProcessLauncher,
 registry), ``cluster`` (TF_CONFIG), ``worker`` (the worker process entry), ``training`` (strategy,

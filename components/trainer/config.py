@@ -63,6 +63,9 @@ class TrainingConfig:
     max_restarts: int = 0
     # Speed levers, measured by `make bench` (bench/README.md); the defaults are what won on CPU.
     jit_compile: bool = False           # XLA for the train step: about 2x slower than oneDNN's kernels on CPU
+    # Train steps per tf.function call (Keras' steps_per_execution): the per-call Python work and the reads of the
+    # metrics' synchronized variables (each a collective under MWMS) happen once per call instead of every step.
+    steps_per_execution: int = 1
     # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32): 1.5-1.9x faster training
     # and ~2x faster inference at 16x112x112 on a CPU with AVX512-BF16, demo accuracy within the seed-to-seed
     # spread (bench/README.md). "auto" (the default): bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU,
@@ -101,6 +104,7 @@ class TrainingConfig:
         _require_int("workers", self.workers, 1)
         _require_int("seed", self.seed, 0)
         _require_int("max_restarts", self.max_restarts, 0)
+        _require_int("steps_per_execution", self.steps_per_execution, 1)
         _require_float("learning_rate", self.learning_rate, 0.0, inclusive=False)
         _require_float("warmup_epochs", self.warmup_epochs, 0.0)
         _require_float("weight_decay", self.weight_decay, 0.0)

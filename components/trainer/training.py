@@ -32,7 +32,19 @@ logger = logging.getLogger(__name__)
 
 # ---- strategy ---------------------------------------------------------------------------------------
 
-def make_strategy(config: TrainingConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
+def make_strategy(config: TrainingConfig) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy for 2+ workers; one worker trains under TF's default strategy.
+
+    One worker has nothing to all-reduce, and MWMS would still feed it through a MultiDeviceIterator, whose
+    per-device datasets carry TF's default options: tf.data autotuning on, so a model thread per iterator. At the
+    end of `fit` that iterator is destroyed and waits for the model thread, which can sleep up to 60 s: TF 2.16's
+    Model::OptimizeLoop is woken for cancellation by a callback that runs before the CancellationManager marks itself
+    cancelled (tsl/framework/cancellation.cc), so a thread that wakes in between goes back to sleep. Seen with gdb
+    during 16-34 s stalls after the last epoch (main thread in ~RootDataset::Iterator, a thread in OptimizeLoop's
+    wait). The default strategy iterates ``make_dataset``'s dataset itself, which has no autotuning thread.
+    """
+    if config.workers == 1:
+        return tf.distribute.get_strategy()
     # A per-collective timeout: if a peer dies or hangs mid-step the survivors fail instead of waiting
     # forever (the local launcher also kills them; a TFJob backend relies on this). It must exceed the
     # workers' skew in reaching the first step (tracing speed), hence minutes by default.
@@ -115,13 +127,11 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    # No autotuning thread: TF 2.16's tf.data model thread (Model::OptimizeLoop) sleeps up to 60 s between
-    # optimizations and is woken for cancellation by a callback that runs *before* the CancellationManager marks
-    # itself cancelled (tsl cancellation.cc: callbacks, then is_cancelled_ = true), so a thread that wakes in
-    # between sees "not cancelled" and sleeps out its period. The iterator's destructor joins it: `fit` then sat
-    # 35-51 s after its last epoch (gdb: main thread in ~RootDataset::Iterator, model thread in OptimizeLoop's
-    # wait). Without autotune, map parallelism falls back to TF's default and prefetch keeps its own buffer
-    # autotuner, and input still runs far ahead of training (bench/input_speed.py).
+    # No tf.data autotuning thread: its lost wake-up at cancellation can hold the iterator's destructor, and so the
+    # end of `fit`, up to 60 s (make_strategy). Under MWMS the per-device datasets of its MultiDeviceIterator still
+    # autotune (TF's default options; the stall remains there, 0-60 s once per fit). Without autotune, map
+    # parallelism falls back to TF's default and prefetch keeps its own buffer autotuner; input still runs far
+    # ahead of training (bench/input_speed.py).
     options.autotune.enabled = False
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.FILE if plan.policy == "file" else tf.data.experimental.AutoShardPolicy.DATA)
@@ -244,14 +254,24 @@ class ProgressLogger(keras.callbacks.Callback):
         train_seconds = (self._train_end or time.perf_counter()) - self._epoch_start
         clips = self._config.steps_per_epoch * self._config.batch_size_per_worker
         record = {"epoch": int(epoch) + 1, "attempt": self._attempt, "train_seconds": round(train_seconds, 4),
-                  "clips_per_s": round(clips / max(train_seconds, 1e-9), 3)}
+                  "clips_per_s": round(clips / max(train_seconds, 1e-9), 3), "threads": thread_count()}
         record.update({k: float(v) for k, v in (logs or {}).items()})
         self._progress["epochs"].append(record)
         history.save_progress(self._scratch, self._progress)
         metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
-        logger.info("worker %d epoch %d/%d: %s | %.1f clips/s on this worker (%d clips in %.2fs)",
+        logger.info("worker %d epoch %d/%d: %s | %.1f clips/s on this worker (%d clips in %.2fs), %s threads",
                     self._worker, epoch + 1, self._config.epochs, metrics, record["clips_per_s"], clips,
-                    train_seconds)
+                    train_seconds, record["threads"] if record["threads"] is not None else "?")
+
+
+def thread_count() -> int | None:
+    """This process's threads (Linux). Under MWMS each collective with a timeout parks a thread for that long
+    (TF's Env::SchedClosureAfter), so the count tracks collectives per second x collective_timeout_s."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 # ---- the whole worker -------------------------------------------------------------------------------
@@ -275,8 +295,10 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config)
     me = cluster.worker_index
-    logger.info("MultiWorkerMirroredStrategy: worker %d of %d (%s), %d replicas in sync, global batch %d, "
-                "collective timeout %.0fs, precision %s (configured: %s)", me, cluster.num_workers,
+    logger.info("%s: worker %d of %d (%s), %d replicas in sync, global batch %d, collective timeout %.0fs, "
+                "precision %s (configured: %s)",
+                "MultiWorkerMirroredStrategy" if config.workers > 1 else "one worker, TF's default strategy", me,
+                cluster.num_workers,
                 "chief" if cluster.is_chief else "non-chief", strategy.num_replicas_in_sync, config.global_batch_size,
                 config.collective_timeout_s, compute_precision(config), config.precision)
 

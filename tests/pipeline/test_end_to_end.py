@@ -1,4 +1,4 @@
-"""The whole pipeline on LocalDagRunner with 2 training workers, as `make demo` runs it, on a smaller dataset.
+"""The whole pipeline on LocalDagRunner with 2 training workers (the demo preset with `training.workers=2`) on a smaller dataset.
 
 Run 1 (no model in serving yet): blessed on the value threshold, pushed as <serving>/<model>/<version>/, and the
 pushed SavedModel classifies held-out demo clips far better than chance.

@@ -36,6 +36,8 @@ def test_config_round_trips_through_json_and_computes_global_batch():
     ({"dropout": 1.0}, ValueError, "dropout"),
     ({"optimizer": "adam"}, ValueError, "optimizer"),
     ({"max_restarts": -1}, ValueError, "max_restarts"),
+    ({"steps_per_execution": 0}, ValueError, "steps_per_execution"),
+    ({"steps_per_execution": 2.0}, TypeError, "steps_per_execution"),
     ({"collective_timeout_s": float("inf")}, ValueError, "collective_timeout_s"),
     ({"warmup_epochs": 11.0, "epochs": 10}, ValueError, "warmup_epochs"),
     ({"precision": "float16"}, ValueError, "precision"),

@@ -41,6 +41,8 @@ def test_two_workers_train_in_lock_step(restarted_run):
         assert len(e["clips_per_s_per_worker"]) == 2 and all(r > 0 for r in e["clips_per_s_per_worker"])
         assert e["clips_per_s"] == pytest.approx(sum(e["clips_per_s_per_worker"]))
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(e)
+        assert e["threads"] > 1   # the chief's thread count at the epoch's end (the collective-timeout build-up)
+    assert re.search(r"epoch 3/3: .*clips/s on this worker .*, \d+ threads", _read(worker_log_path(job.scratch_dir, 1)))
     print(f"\n2-worker cluster: {result.history['epochs'][-1]['clips_per_s']:.1f} clips/s in the last epoch, "
           f"run took {restarted_run.seconds:.0f}s for {result.attempts} attempts")
 
