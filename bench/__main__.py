@@ -5,7 +5,7 @@
 
 Sections: clipgen (ClipGen vs decode limit), memory (ClipGen peak RSS 1x vs 4x data), input (tf.data +
 Transform vs trainer consumption), multiworker (2 vs 1 MWMS workers), model (speed vs a plain reference, MFU,
-levers), runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest
+levers), model_avx2 (the model rows again with oneDNN capped at AVX2: float32, as on a CPU without AVX-512), runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest
 demo run). ``--tiny`` shrinks every shape and repeat count so that the whole harness runs in about two minutes
 (CI runs it so it cannot rot; its numbers mean nothing).
 """
@@ -23,7 +23,7 @@ import time
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "runtime", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "demo")
 logger = logging.getLogger("bench")
 
 
@@ -43,6 +43,7 @@ class BenchConfig:
     mwms_steps: int
     mwms_repeats: int
     model_cases: tuple
+    model_avx2_cases: tuple          # the model rows under ONEDNN_MAX_CPU_ISA=AVX2 (float32)
     model_repeats: int
     model_child_runs: int            # child processes per model lever, best rate kept (bench/model_speed.py)
     matmul_n: int
@@ -62,7 +63,10 @@ def configs() -> dict[str, BenchConfig]:
                             mwms_repeats=1, model_repeats=3, matmul_n=2048, runtime_clip=(16, 112, 112, 3),
                             runtime_batch=8, runtime_steps=4, runtime_repeats=2,
                             model_cases=(ModelCase((16, 112, 112, 3), 8, 8, ("float32", "bf16", "xla")),
-                                         ModelCase((32, 256, 256, 3), 2, 2, ("float32", "bf16")))),
+                                         ModelCase((32, 256, 256, 3), 2, 2, ("float32", "bf16"))),
+                            # The design size and the demo's clips (op-overhead bound), float32 under the cap.
+                            model_avx2_cases=(ModelCase((16, 112, 112, 3), 8, 8, ()),
+                                              ModelCase((8, 32, 32, 3), 8, 8, ()))),
         "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1, clipgen_factor=4, model_child_runs=1,
                             beam_modes=("in_memory_1",), memory_factor=4, input_batch=2,
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
@@ -70,7 +74,8 @@ def configs() -> dict[str, BenchConfig]:
                             runtime_batch=2, runtime_steps=1, runtime_repeats=1,
                             # Every setting runs the same child code: two of them prove the harness in CI.
                             runtime_settings=("default", "oneDNN off"),
-                            model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("float32", "bf16", "xla")),)),
+                            model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("float32", "bf16", "xla")),),
+                            model_avx2_cases=(ModelCase((4, 32, 32, 3), 2, 2, ()),)),
     }
 
 
@@ -148,6 +153,9 @@ def main(argv=None) -> int:
     if "model" in sections:
         timed("model", lambda: model_speed.run(config.model_cases, config.model_repeats, config.matmul_n,
                                                             config.model_child_runs))
+    if "model_avx2" in sections:
+        timed("model_avx2", lambda: model_speed.run_capped(config.model_avx2_cases, config.model_repeats,
+                                                           config.matmul_n, config.model_child_runs))
     if "runtime" in sections:
         timed("runtime", lambda: runtime_levers.bench_runtime_levers(config.runtime_clip, config.runtime_batch,
                                                                      config.runtime_steps, config.runtime_repeats,

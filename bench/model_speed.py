@@ -115,10 +115,14 @@ def build_reference(model: BResNet162Plus1DD, clip_shape) -> keras.Model:
 
 
 def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
-    """Moving statistics off their 0/1 start, so that the inference comparison covers batch-norm folding."""
+    """Moving statistics off their 0/1 start, so that the inference comparison covers batch-norm folding, and
+    scales and shifts off theirs (the Trainer's classifier starts each block's last scale at 0, which would hide
+    that branch from the comparison)."""
     rng = np.random.default_rng(seed)
     for layer in model.submodules:
         if isinstance(layer, keras.layers.BatchNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(rng.normal(0.0, 0.1, layer.beta.shape))
             layer.moving_mean.assign(rng.normal(0.0, 0.1, layer.moving_mean.shape))
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
 
@@ -244,7 +248,7 @@ def bench_lever(case: ModelCase, lever: str, repeats: int, matmul_n: int, seed: 
 
 
 def _lever_in_child(case: ModelCase, lever: str, repeats: int, matmul_n: int) -> dict:
-    fields = {"clip_shape": case.clip_shape, "infer_batch": case.infer_batch, "train_batch": case.train_batch}
+    fields = _case_fields(case)
     return json_child("bench.model_speed", ["--child", json.dumps(fields), lever, str(repeats), str(matmul_n)],
                       f"model lever {lever} on {case.name}")
 
@@ -303,10 +307,32 @@ def run(cases, repeats: int, matmul_n: int, child_runs: int = 1) -> dict:
     return {case.name: bench_case(case, repeats, matmul_n, child_runs) for case in cases}
 
 
+def _case_fields(case: ModelCase) -> dict:
+    return {"clip_shape": case.clip_shape, "infer_batch": case.infer_batch, "train_batch": case.train_batch,
+            "variants": case.variants}
+
+
+def run_capped(cases, repeats: int, matmul_n: int, child_runs: int, isa: str = "AVX2") -> dict:
+    """``run`` with oneDNN capped at ``isa`` (ONEDNN_MAX_CPU_ISA) in this run and every child it starts, as on a
+    CPU without AVX-512: "auto" then resolves to float32 and bfloat16 levers are skipped (``levers_to_measure``).
+    The whole run is one child process because the cap must hold before TensorFlow loads, the FLOP count and the
+    choice of levers included."""
+    args = ["--run", json.dumps([_case_fields(c) for c in cases]), str(repeats), str(matmul_n), str(child_runs)]
+    return json_child("bench.model_speed", args, f"model rows under ONEDNN_MAX_CPU_ISA={isa}",
+                      env_changes={"ONEDNN_MAX_CPU_ISA": isa})
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", nargs=4, metavar=("CASE_JSON", "LEVER", "REPEATS", "MATMUL_N"), required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--child", nargs=4, metavar=("CASE_JSON", "LEVER", "REPEATS", "MATMUL_N"))
+    group.add_argument("--run", nargs=4, metavar=("CASES_JSON", "REPEATS", "MATMUL_N", "CHILD_RUNS"))
     args = parser.parse_args()
-    fields = json.loads(args.child[0])
-    child_case = ModelCase(tuple(fields["clip_shape"]), fields["infer_batch"], fields["train_batch"], ())
-    print(json.dumps(bench_lever(child_case, args.child[1], int(args.child[2]), int(args.child[3]))))
+    if args.run:
+        run_cases = [ModelCase(tuple(f["clip_shape"]), f["infer_batch"], f["train_batch"], tuple(f["variants"]))
+                     for f in json.loads(args.run[0])]
+        print(json.dumps(run(run_cases, int(args.run[1]), int(args.run[2]), int(args.run[3]))))
+    else:
+        fields = json.loads(args.child[0])
+        child_case = ModelCase(tuple(fields["clip_shape"]), fields["infer_batch"], fields["train_batch"], ())
+        print(json.dumps(bench_lever(child_case, args.child[1], int(args.child[2]), int(args.child[3]))))

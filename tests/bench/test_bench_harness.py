@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "runtime", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "demo")
 
 
 def _demo_metadata(path: pathlib.Path) -> str:
@@ -57,6 +57,13 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
         assert "infer_bf16_speedup" not in model
     float32_lever = "fast" if model["precision"] == "float32" else "float32"
     assert model["checks"][f"{float32_lever}_inference_max_rel_error"] < 1e-4
+    # The model rows again with oneDNN capped at AVX2 (one child run with the cap set before TF loads): float32,
+    # the defaults only, checked against the reference to float32 tolerance like any float32 lever.
+    [capped] = results["model_avx2"].values()
+    assert capped["precision"] == "float32"
+    assert capped["train_fast_speedup"] > 0 and capped["infer_fast_speedup"] > 0 and capped["train_fast_mfu"] > 0
+    assert capped["checks"]["fast_inference_max_rel_error"] < 1e-4
+    assert not any(key.startswith(("train_bf16", "train_float32")) for key in capped)
     clipgen = results["clipgen"]
     assert clipgen["decode_frames_s"] > 0 and clipgen["in_memory_1"]["of_decode_limit"] > 0
     assert clipgen["in_memory_1"]["frames_decoded"] > 0
@@ -77,7 +84,8 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
     text = readme.read_text()
     assert text.startswith("# Benchmarks\n\nintro kept\n") and text.endswith("\n\nafter kept\n")
     assert "STALE TABLE" not in text
-    for words in ("training 4x32x32", "inference 4x32x32", "MFU", "ClipGen", "MWMS", "peak RSS", "XLA"):
+    for words in ("training 4x32x32", "inference 4x32x32", "4x32x32 under `ONEDNN_MAX_CPU_ISA=AVX2`", "MFU", "ClipGen",
+                  "MWMS", "peak RSS", "XLA"):
         assert words in text, words
 
 
