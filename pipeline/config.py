@@ -236,8 +236,12 @@ CLUSTER = {
 
 PRESETS: dict[str, dict] = {
     "cluster": CLUSTER,
-    # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times).
-    "demo": {},
+    # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times). Beam in one process:
+    # at demo size every Beam job is mostly start-up, and multi_processing starts 2 workers that each import TF
+    # (under the AVX2 cap, 2026-12-02: Ingest 27.1 -> 8.4 s, ClipGen 19.7 -> 8.2, Transform 21.0 -> 10.5,
+    # Evaluator 39.5 -> 19.0 s with 1,000 instead of 600 eval clips). RunConfig's default stays multi_processing, which
+    # scales with data: pass it back with --set beam_args=... when the demo preset runs your data (run-local).
+    "demo": {"beam_args": ["--direct_running_mode=in_memory", "--direct_num_workers=1"]},
     # CI smoke run: tiny clips, a few steps; proves the wiring, not the accuracy.
     "smoke": {
         "clips": {"num_frames": 4, "height": 32, "width": 32, "clips_per_video_train": 1, "clips_per_video_eval": 1},

@@ -7,8 +7,11 @@ from pipeline.config import ConfigError, RunConfig, dump_yaml, load_config, pars
 def test_defaults_are_the_demo_and_build_a_training_config():
     config = load_config("demo", {"labels": ["b", "a"]})
     training = config.training_config()
-    assert training.workers == 2
+    assert training.workers == 1 and training.global_batch_size == 16 and training.total_steps == 2400
     assert training.clip_shape == config.clips.shape == (8, 32, 32, 3)
+    # The demo runs Beam in one process; a run without the preset keeps the multi-process default.
+    assert config.beam_args == ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    assert "--direct_running_mode=multi_processing" in load_config(None, {"labels": ["a"]}).beam_args
     assert training.labels == ("b", "a")
 
 
@@ -19,7 +22,7 @@ def test_yaml_file_then_overrides_win(tmp_path):
     assert config.pipeline_name == "my-run"
     assert config.clips.num_frames == 16 and config.clips.height == 32
     assert config.training["epochs"] == 5
-    assert config.training["workers"] == 2          # untouched demo default survives a partial section
+    assert config.training["workers"] == 1          # untouched demo default survives a partial section
     assert config.beam_args == ("--a", "--b")
 
 
