@@ -21,7 +21,8 @@ TEST_PROCESSES ?= 2
 test: setup standins
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) tests
 
-# The benchmark table (bench/README.md, bench/results.json); measured 10.5 minutes on 2 cores (budget 15).
+# The benchmark table (bench/README.md, bench/results.json); measured 15 minutes on 2 cores before the model rows
+# under the AVX2 cap (section model_avx2) were added.
 bench: setup
 	$(PY) -m bench
 

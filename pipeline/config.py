@@ -208,10 +208,12 @@ class RunConfig:
 # float32): motion is hard to find from scratch, and the seed's initialization sat near chance for ~1,000 steps.
 # The classifier's residual blocks now start as their shortcuts (bresnet build_classifier), which reached clip
 # accuracy 0.67 after 1,200 steps where the seed's initialization reached 0.22; 2,000 steps of 16 clips reached 0.85
-# (video 0.865), 2,400 steps 0.875-0.90 (video 0.835-0.905: the same recipe in three runs, clip files written in a
-# different order by a different Beam mode), so the demo trains 2,800. One worker: two MWMS processes sharing 2 cores took 238 ms a step for 2 x 8 clips where one took
-# 119 ms for 8 and 172 ms for 16 (the all-reduce and the shared cores cost a worker's step), so on a 2-core laptop
-# the second worker halves the steps per second for no gain; `--workers 2` (or training.workers) runs it with two.
+# (video 0.865), 2,400 steps 0.82-0.90 (video 0.835-0.905: the same recipe in three runs, clip files written in a
+# different order by a different Beam mode), 2,800 steps 0.853 (video 0.845, one run): the spread between runs is
+# larger than what the extra steps bought. One worker: two MWMS processes sharing 2 cores took 238 ms a step for
+# 2 x 8 clips where one took 119 ms for 8 and 172 ms for 16 (the all-reduce and the shared cores cost a worker's
+# step), so on a 2-core laptop the second worker halves the steps per second for no gain; `--workers 2` (or
+# training.workers) runs it with two.
 # collective_timeout_s: under MWMS on CPU every all-reduce with a timeout parks a thread until the timeout passes
 # (~120 threads/s per worker here); with the 300 s default 2 workers reached ~50k threads and died with
 # "std::system_error: Resource temporarily unavailable" after ~1,000 steps. 60 s bounds them at ~7k per worker.

@@ -60,7 +60,8 @@ def test_single_worker_pipeline_outputs_serving_model_and_run(clip_data, tmp_pat
     assert model.custom_properties["serving_precision"].string_value == "float32"
     with open(os.path.join(model_run.uri, "worker_logs", "worker-0.log")) as f:
         log = f.read()
-    assert "worker 0 of 1 (chief), 1 replicas in sync" in log
+    # One worker: TF's default strategy, no MultiDeviceIterator (training.make_strategy).
+    assert "one worker, TF's default strategy: worker 0 of 1 (chief), 1 replicas in sync" in log
     assert f"precision {resolved} (configured: {resolved})" in log
     print(f"\n1-worker pipeline: {history['epochs'][-1]['clips_per_s']:.1f} clips/s in the last epoch")
 
