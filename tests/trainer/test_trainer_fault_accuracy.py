@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 
 # Final-epoch training accuracy of the two runs may differ by this much. Measured with the seed's initialization:
 # 0.54 vs 0.53, 0.54 vs 0.50; since the classifier's blocks start as their shortcuts it learns faster here and the
-# two trajectories part more after the restart: 0.75 vs 0.525 (2026-12-02, under the AVX2 cap). Each figure is an
-# epoch's 80 clips, so sampling alone moves it by ~0.05 (s.d.) at these accuracies. A restart from scratch or from
-# broken weights would also show in the loss, which must fall below epoch 1's; epoch 1 must be bit-identical.
+# two trajectories part more after the restart: 0.75 vs 0.525, then 0.525 vs 0.75 (2026-12-02, under the AVX2 cap,
+# undisturbed vs killed). Each figure is an epoch's 80 clips, so sampling alone moves it by ~0.05 (s.d.) at these
+# accuracies. A restart from scratch or from broken weights would also show in the loss, which must fall below
+# epoch 1's; epoch 1 must be bit-identical.
 ACCURACY_BAND = 0.3
 
 
