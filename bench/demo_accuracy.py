@@ -21,6 +21,8 @@ import time
 from bresnet._keras import keras  # noqa: F401  (Keras mode first)
 import tensorflow as tf
 
+from components.trainer.config import DEFAULT_MODEL_BUILDER
+
 
 def newest(pattern: str) -> str:
     paths = sorted(glob.glob(pattern), key=lambda p: int(p.rstrip("/").rsplit("/", 1)[-1]))
@@ -62,8 +64,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/out/demo_accuracy")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override; VALUE is JSON (a string in double quotes)")
-    parser.add_argument("--model-builder", default=None, metavar="MODULE:FUNCTION",
-                        help="TrainingJob.model_builder (default: the project's bresnet:build_classifier)")
+    parser.add_argument("--model-builder", default=DEFAULT_MODEL_BUILDER, metavar="MODULE:FUNCTION",
+                        help=f"TrainingJob.model_builder (default: {DEFAULT_MODEL_BUILDER})")
     parser.add_argument("--evaluate", metavar="SERVING_DIR", help="only evaluate this serving export")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -89,8 +91,7 @@ def main(argv=None) -> None:
     job = TrainingJob(config=config, train_uri=os.path.join(clips, "Split-train"), eval_uri=eval_dir,
                       transform_graph_uri=newest(os.path.join(args.root, "Transform", "transform_graph", "*")),
                       serving_model_dir=os.path.join(args.out, "model"), run_dir=os.path.join(args.out, "run"),
-                      scratch_dir=os.path.join(args.out, "scratch"),
-                      **({"model_builder": args.model_builder} if args.model_builder else {}))
+                      scratch_dir=os.path.join(args.out, "scratch"), model_builder=args.model_builder)
     started = time.perf_counter()
     LocalProcessLauncher().launch(job)
     from components.trainer import history

@@ -308,8 +308,14 @@ def run(cases, repeats: int, matmul_n: int, child_runs: int = 1) -> dict:
 
 
 def _case_fields(case: ModelCase) -> dict:
+    """A case as JSON for a child process (``_case_from_fields`` reads it back)."""
     return {"clip_shape": case.clip_shape, "infer_batch": case.infer_batch, "train_batch": case.train_batch,
             "variants": case.variants}
+
+
+def _case_from_fields(fields: dict) -> ModelCase:
+    return ModelCase(tuple(fields["clip_shape"]), fields["infer_batch"], fields["train_batch"],
+                     tuple(fields["variants"]))
 
 
 def run_capped(cases, repeats: int, matmul_n: int, child_runs: int, isa: str = "AVX2") -> dict:
@@ -329,10 +335,8 @@ if __name__ == "__main__":
     group.add_argument("--run", nargs=4, metavar=("CASES_JSON", "REPEATS", "MATMUL_N", "CHILD_RUNS"))
     args = parser.parse_args()
     if args.run:
-        run_cases = [ModelCase(tuple(f["clip_shape"]), f["infer_batch"], f["train_batch"], tuple(f["variants"]))
-                     for f in json.loads(args.run[0])]
+        run_cases = [_case_from_fields(f) for f in json.loads(args.run[0])]
         print(json.dumps(run(run_cases, int(args.run[1]), int(args.run[2]), int(args.run[3]))))
     else:
-        fields = json.loads(args.child[0])
-        child_case = ModelCase(tuple(fields["clip_shape"]), fields["infer_batch"], fields["train_batch"], ())
+        child_case = _case_from_fields(json.loads(args.child[0]))
         print(json.dumps(bench_lever(child_case, args.child[1], int(args.child[2]), int(args.child[3]))))
