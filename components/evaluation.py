@@ -13,7 +13,7 @@ import os
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+from tfx.components.evaluator import component as evaluator_component
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs
@@ -96,6 +96,6 @@ class BaselineAwareEvaluatorExecutor(evaluator_executor.Executor):
             log.warning("NOT BLESSED: %s = %s fails threshold %s", failure["metric"], failure["value"], failure["threshold"])
 
 
-class Evaluator(tfx.components.Evaluator):
+class Evaluator(evaluator_component.Evaluator):
     """tfx.components.Evaluator with the baseline-aware executor above."""
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(BaselineAwareEvaluatorExecutor)

@@ -157,19 +157,20 @@ def _exists(path: str) -> bool:
 # Kept thin: the logic above is what tests call directly. Both run on open-source KFP v2 (no Resolver node):
 # the baseline is found by listing the serving base path, not by querying ML Metadata.
 
-from tfx import v1 as tfx  # noqa: E402
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter  # noqa: E402
+from tfx.dsl.component.experimental.decorators import component  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 from tfx.utils import io_utils, path_utils  # noqa: E402
 
 BASELINE_FOUND = "found"
 
 
-@tfx.dsl.components.component
+@component
 def LatestPushedModel(
-    candidate: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
-    serving_base_dir: tfx.dsl.components.Parameter[str],
-    model_name: tfx.dsl.components.Parameter[str],
-    baseline: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
+    candidate: InputArtifact[standard_artifacts.Model],
+    serving_base_dir: Parameter[str],
+    model_name: Parameter[str],
+    baseline: OutputArtifact[standard_artifacts.Model],
 ) -> None:
     """Snapshots the model TF Serving currently serves (highest complete version) as the Evaluator's baseline.
 
@@ -186,13 +187,13 @@ def LatestPushedModel(
     log.info("baseline: %s", source)
 
 
-@tfx.dsl.components.component
+@component
 def ServingPusher(
-    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
-    model_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing],
-    pushed_model: tfx.dsl.components.OutputArtifact[standard_artifacts.PushedModel],
-    serving_base_dir: tfx.dsl.components.Parameter[str],
-    model_name: tfx.dsl.components.Parameter[str],
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    pushed_model: OutputArtifact[standard_artifacts.PushedModel],
+    serving_base_dir: Parameter[str],
+    model_name: Parameter[str],
 ) -> None:
     """Pushes a blessed model atomically to ``<serving_base_dir>/<model_name>/<version>``; records why not otherwise."""
     blessed = model_blessing.get_int_custom_property("blessed") == 1

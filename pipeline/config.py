@@ -208,17 +208,19 @@ class RunConfig:
 # float32): motion is hard to find from scratch, and the seed's initialization sat near chance for ~1,000 steps.
 # The classifier's residual blocks now start as their shortcuts (bresnet build_classifier), which reached clip
 # accuracy 0.67 after 1,200 steps where the seed's initialization reached 0.22; 2,000 steps of 16 clips reached 0.85
-# (video 0.865), 2,400 steps 0.82-0.90 (video 0.835-0.905: the same recipe in three runs, clip files written in a
-# different order by a different Beam mode), 2,800 steps 0.853 (video 0.845, one run): the spread between runs is
-# larger than what the extra steps bought. One worker: two MWMS processes sharing 2 cores took 238 ms a step for
+# (video 0.865), 2,400 steps 0.82-0.90 (video 0.835-0.905 over three runs whose clip files a different Beam mode had
+# written in a different order). That spread was the input's shuffle: ClipGen writes a video's 8 clips next to each
+# other and a 256-clip buffer mixed only ~32 videos into a batch's draw; shuffling among 4,096 clips (the whole
+# split; ~100 MB of 8x32x32 records) took the same 2,400 steps on the same clips from video accuracy 0.835 to 0.93
+# (clip 0.817 -> 0.917). One worker: two MWMS processes sharing 2 cores took 238 ms a step for
 # 2 x 8 clips where one took 119 ms for 8 and 172 ms for 16 (the all-reduce and the shared cores cost a worker's
 # step), so on a 2-core laptop the second worker halves the steps per second for no gain; `--workers 2` (or
 # training.workers) runs it with two.
 # collective_timeout_s: under MWMS on CPU every all-reduce with a timeout parks a thread until the timeout passes
 # (~120 threads/s per worker here); with the 300 s default 2 workers reached ~50k threads and died with
 # "std::system_error: Resource temporarily unavailable" after ~1,000 steps. 60 s bounds them at ~7k per worker.
-DEMO_TRAINING = {"epochs": 7, "steps_per_epoch": 400, "eval_steps": 4, "batch_size_per_worker": 16,
-                 "learning_rate": 1e-3, "workers": 1, "warmup_epochs": 0.5,
+DEMO_TRAINING = {"epochs": 6, "steps_per_epoch": 400, "eval_steps": 4, "batch_size_per_worker": 16,
+                 "learning_rate": 1e-3, "workers": 1, "warmup_epochs": 0.5, "shuffle_buffer": 4096,
                  "collective_timeout_s": 60.0}
 
 # A realistic cluster run: `compile` / `submit` / `schedule` start from this preset unless --config says otherwise.
@@ -233,7 +235,8 @@ CLUSTER = {
     "clips": {"num_frames": 16, "height": 112, "width": 112, "clips_per_video_train": 8, "clips_per_video_eval": 3,
               "num_shards": 64},
     "training": {"epochs": 30, "steps_per_epoch": 500, "eval_steps": 50, "batch_size_per_worker": 8,
-                 "learning_rate": 1e-3, "workers": 4, "warmup_epochs": 2.0, "collective_timeout_s": 1800.0},
+                 "learning_rate": 1e-3, "workers": 4, "warmup_epochs": 2.0, "collective_timeout_s": 1800.0,
+                 "shuffle_buffer": 1024},
     "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.01},
 }
 

@@ -14,7 +14,8 @@ import os
 import tempfile
 
 import yaml
-from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
+from tfx.orchestration.pipeline import Pipeline
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.config import ConfigError, KubeflowConfig, RunConfig
@@ -36,7 +37,7 @@ def launcher_options(kubeflow: KubeflowConfig) -> dict:
             "pending_timeout_s": kubeflow.pending_timeout_s}
 
 
-def build_kubeflow_pipeline(config: RunConfig) -> tfx.dsl.Pipeline:
+def build_kubeflow_pipeline(config: RunConfig) -> Pipeline:
     pipeline = create_pipeline(config, metadata_path=None, launcher="kubeflow",
                                launcher_options=launcher_options(config.kubeflow))
     for component in pipeline.components:
@@ -54,10 +55,10 @@ def compile_pipeline(config: RunConfig, out: str) -> str:
         raise ConfigError("an image is required (--image or kubeflow.image), e.g. "
                           "us-docker.pkg.dev/PROJECT/REPO/bresnet-tfx:TAG")
     # Schema 2.1.0: the only one the open-source KFP API server accepts (pipeline/kfp_local/runner.py).
-    runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image,
+    runner_config = KubeflowV2DagRunnerConfig(default_image=image,
                                                                              use_pipeline_spec_2_1=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        runner = KubeflowV2DagRunner(
             config=runner_config, output_dir=scratch, output_filename="pipeline.json")
         job = runner.run(build_kubeflow_pipeline(config), write_out=False)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -9,8 +9,8 @@ import time
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
 from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.evaluation import GATE_FILE
 from pipeline.config import RunConfig
@@ -71,7 +71,7 @@ def run_local(config: RunConfig) -> RunSummary:
         root_logger.setLevel(logging.INFO)
     start = time.time()
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
+        LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
     finally:
         absl_logger.removeHandler(timer)
         absl_logger.setLevel(absl_level)
@@ -84,7 +84,7 @@ def run_local(config: RunConfig) -> RunSummary:
 
 def summarize(config: RunConfig) -> RunSummary:
     """Reads the newest Evaluator and Pusher outputs of this pipeline from its ML Metadata store."""
-    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
     with metadata.Metadata(connection) as m:
         def newest(type_name):
             artifacts = m.store.get_artifacts_by_type(type_name)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from tfx import v1 as tfx
+from tfx.components.transform.component import Transform
+from tfx.orchestration import metadata
+from tfx.orchestration.pipeline import Pipeline
 
 from components.clipgen import ClipGen
 from components.clipgen.schema import ClipSchemaGen
@@ -32,7 +34,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         compression_level=clips.compression_level,
         num_shards=clips.num_shards or config.training_config().workers)
     schema = ClipSchemaGen()
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=clipgen.outputs["clips"], schema=schema.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         custom_config={"clip_shape": list(clips.shape), "labels": list(config.labels)},
@@ -59,17 +61,16 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
     return [ingest, clipgen, schema, transform, trainer, baseline, evaluator, pusher]
 
 
-def create_pipeline(config: RunConfig, *, metadata_path: str | None = None, **component_kwargs) -> tfx.dsl.Pipeline:
+def create_pipeline(config: RunConfig, *, metadata_path: str | None = None, **component_kwargs) -> Pipeline:
     """``metadata_path``: a local sqlite file for LocalDagRunner; None on Kubeflow (the cluster's MLMD)."""
-    metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
-                if metadata_path else None)
+    connection = metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
     if metadata_path:
         os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=create_components(config, **component_kwargs),
-        metadata_connection_config=metadata,
+        metadata_connection_config=connection,
         enable_cache=True,
         beam_pipeline_args=list(config.beam_args),
     )

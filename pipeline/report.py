@@ -20,7 +20,6 @@ from google.protobuf import json_format
 # Figure without pyplot: PNGs rendered by Agg, no display needed and no global pyplot state to clean up.
 from matplotlib.figure import Figure
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 from components.clipgen.executor import CLIP_STATS_FILENAME
@@ -57,7 +56,7 @@ def gather(run_dir: str) -> dict:
     if not os.path.isfile(metadata_path):  # checked first: MLMD would silently create an empty store
         raise ConfigError(f"--run {run_dir!r}: no {METADATA_FILE} there; expected a run folder written by "
                           f"run-local/demo (e.g. runs/demo)")
-    with metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)) as m:
+    with metadata.Metadata(metadata.sqlite_metadata_connection_config(metadata_path)) as m:
         run, executions = newest_run_executions(m.store)
         if run is None:
             raise ConfigError(f"--run {run_dir!r}: {metadata_path} records no pipeline run")

@@ -5,7 +5,8 @@ format is fixed by contract, and computing statistics over the frame bytes of ev
 """
 import os
 
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from components.video_format import clip_feature_spec
@@ -37,7 +38,7 @@ def write_clip_schema(directory: str, with_label: bool = True) -> str:
 
 
 
-@tfx.dsl.components.component
-def ClipSchemaGen(schema: tfx.dsl.components.OutputArtifact[standard_artifacts.Schema]) -> None:
+@component
+def ClipSchemaGen(schema: OutputArtifact[standard_artifacts.Schema]) -> None:
     """Writes the clip Schema for Transform (exact, from the feature spec; no statistics pass)."""
     write_clip_schema(schema.uri)

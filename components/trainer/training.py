@@ -121,7 +121,7 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
 
     ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP", num_parallel_reads=min(4, len(files)))
     if training:
-        ds = ds.shuffle(256, seed=config.seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     ds = ds.repeat()  # fit runs a fixed number of steps per epoch, whatever the split size
     ds = ds.batch(config.global_batch_size, drop_remainder=True)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)

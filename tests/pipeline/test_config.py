@@ -7,7 +7,8 @@ from pipeline.config import ConfigError, RunConfig, dump_yaml, load_config, pars
 def test_defaults_are_the_demo_and_build_a_training_config():
     config = load_config("demo", {"labels": ["b", "a"]})
     training = config.training_config()
-    assert training.workers == 1 and training.global_batch_size == 16 and training.total_steps == 2800
+    assert training.workers == 1 and training.global_batch_size == 16 and training.total_steps == 2400
+    assert training.shuffle_buffer == 4096   # most of the 4,800 demo train clips: see DEMO_TRAINING
     assert training.clip_shape == config.clips.shape == (8, 32, 32, 3)
     # The demo runs Beam in one process; a run without the preset keeps the multi-process default.
     assert config.beam_args == ("--direct_running_mode=in_memory", "--direct_num_workers=1")

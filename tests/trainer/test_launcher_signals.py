@@ -123,3 +123,22 @@ def test_termination_guard_is_active_only_inside_and_hands_the_signal_to_the_pre
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+EXIT_NOW = textwrap.dedent("""
+    import logging, sys, threading, time
+    from components.trainer.worker import exit_now
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    threading.Thread(target=time.sleep, args=(120,)).start()   # a non-daemon thread Python's exit would wait for
+    logging.getLogger("w").info("last line")
+    print("stdout tail", end="")
+    exit_now(3)
+""")
+
+
+def test_exit_now_flushes_logs_and_does_not_wait_for_threads():
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", EXIT_NOW], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "last line" in proc.stderr and proc.stdout == "stdout tail"
+    assert time.monotonic() - started < 60   # not the sleeping thread's 120 s

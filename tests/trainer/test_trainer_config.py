@@ -38,6 +38,7 @@ def test_config_round_trips_through_json_and_computes_global_batch():
     ({"max_restarts": -1}, ValueError, "max_restarts"),
     ({"steps_per_execution": 0}, ValueError, "steps_per_execution"),
     ({"steps_per_execution": 2.0}, TypeError, "steps_per_execution"),
+    ({"shuffle_buffer": 0}, ValueError, "shuffle_buffer"),
     ({"collective_timeout_s": float("inf")}, ValueError, "collective_timeout_s"),
     ({"warmup_epochs": 11.0, "epochs": 10}, ValueError, "warmup_epochs"),
     ({"precision": "float16"}, ValueError, "precision"),

@@ -26,6 +26,27 @@ def test_dataset_yields_transformed_global_batches_sharded_by_element(clip_data)
     assert abs(float(tf.reduce_mean(frames))) < 1.0  # normalized by Transform, not raw 0..255 pixels
 
 
+def test_training_input_shuffles_across_the_shuffle_buffer(clip_data):
+    """ClipGen writes a video's clips next to each other: the buffer decides how far apart a batch's clips come from."""
+    tft_output = tft.TFTransformOutput(clip_data.transform_graph_uri)
+    files = split_files(clip_data.train_uri)
+
+    def first_batches(buffer, n):
+        ds = make_dataset(files, tft_output, training_config(workers=1, batch_size_per_worker=6, shuffle_buffer=buffer),
+                          training=True)
+        return [frames.numpy() for frames, _ in ds.take(n)]
+
+    in_file_order = [clip for batch in first_batches(1, 4) for clip in batch]   # buffer 1: the file's order
+    assert len(in_file_order) == 24
+
+    def positions(batch):
+        return sorted(next(i for i, c in enumerate(in_file_order) if (c == clip).all()) for clip in batch)
+
+    assert positions(first_batches(1, 1)[0]) == [0, 1, 2, 3, 4, 5]
+    # A buffer as large as the split: the first batch already draws from the whole file.
+    assert max(positions(first_batches(24, 1)[0])) >= 12
+
+
 def _records_each_worker_reads(files, plan, workers):
     """What TF's auto-shard (the rewrite MultiWorkerMirroredStrategy applies) leaves each worker to read: the
     serialized records, from the same file-reading source make_dataset builds, with make_dataset's policy."""
