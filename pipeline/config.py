@@ -210,8 +210,8 @@ class RunConfig:
 # accuracy 0.67 after 1,200 steps where the seed's initialization reached 0.22; 2,000 steps of 16 clips reached 0.85
 # (video 0.865), 2,400 steps 0.82-0.90 (video 0.835-0.905 over three runs whose clip files a different Beam mode had
 # written in a different order). That spread was the input's shuffle: ClipGen writes a video's 8 clips next to each
-# other and a 256-clip buffer mixed only ~32 videos into a batch's draw; shuffling among 4,096 clips (the whole
-# split; ~100 MB of 8x32x32 records) took the same 2,400 steps on the same clips from video accuracy 0.835 to 0.93
+# other and a 256-clip buffer mixed only ~32 videos into a batch's draw; shuffling among 4,096 clips (most of the
+# 4,800-clip split; ~100 MB of 8x32x32 records) took the same 2,400 steps on the same clips from video accuracy 0.835 to 0.93
 # (clip 0.817 -> 0.917). One worker: two MWMS processes sharing 2 cores took 238 ms a step for
 # 2 x 8 clips where one took 119 ms for 8 and 172 ms for 16 (the all-reduce and the shared cores cost a worker's
 # step), so on a 2-core laptop the second worker halves the steps per second for no gain; `--workers 2` (or

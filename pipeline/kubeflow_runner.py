@@ -55,11 +55,9 @@ def compile_pipeline(config: RunConfig, out: str) -> str:
         raise ConfigError("an image is required (--image or kubeflow.image), e.g. "
                           "us-docker.pkg.dev/PROJECT/REPO/bresnet-tfx:TAG")
     # Schema 2.1.0: the only one the open-source KFP API server accepts (pipeline/kfp_local/runner.py).
-    runner_config = KubeflowV2DagRunnerConfig(default_image=image,
-                                                                             use_pipeline_spec_2_1=True)
+    runner_config = KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runner = KubeflowV2DagRunner(
-            config=runner_config, output_dir=scratch, output_filename="pipeline.json")
+        runner = KubeflowV2DagRunner(config=runner_config, output_dir=scratch, output_filename="pipeline.json")
         job = runner.run(build_kubeflow_pipeline(config), write_out=False)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if out.endswith(".json"):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+# TFX classes come from their own modules, not `tfx.v1`: its `extensions` import google-cloud-aiplatform, ~6 s of
+# every process's start-up (README, demo timings).
 from tfx.components.transform.component import Transform
 from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
