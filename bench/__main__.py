@@ -6,8 +6,9 @@
 Sections: clipgen (ClipGen vs decode limit), memory (ClipGen peak RSS 1x vs 4x data), input (tf.data +
 Transform vs trainer consumption), multiworker (2 vs 1 MWMS workers), model (speed vs a plain reference, MFU,
 levers), model_avx2 (the model rows again with oneDNN capped at AVX2: float32, as on a CPU without AVX-512),
-runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest demo run). ``--tiny`` shrinks every shape and repeat count so that the whole harness runs in about two minutes
-(CI runs it so it cannot rot; its numbers mean nothing).
+runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest demo run).
+``--tiny`` shrinks every shape and repeat count so that the whole harness runs in about two minutes (CI runs it so
+it cannot rot; its numbers mean nothing).
 """
 from __future__ import annotations
 

@@ -31,18 +31,18 @@ def test_training_input_shuffles_across_the_shuffle_buffer(clip_data):
     tft_output = tft.TFTransformOutput(clip_data.transform_graph_uri)
     files = split_files(clip_data.train_uri)
 
-    def first_batches(buffer, n):
+    def first_batches(buffer, n, training=True):
         ds = make_dataset(files, tft_output, training_config(workers=1, batch_size_per_worker=6, shuffle_buffer=buffer),
-                          training=True)
+                          training=training)
         return [frames.numpy() for frames, _ in ds.take(n)]
 
-    in_file_order = [clip for batch in first_batches(1, 4) for clip in batch]   # buffer 1: the file's order
+    in_file_order = [clip for batch in first_batches(1, 4, training=False) for clip in batch]   # no shuffle at all
     assert len(in_file_order) == 24
 
     def positions(batch):
         return sorted(next(i for i, c in enumerate(in_file_order) if (c == clip).all()) for clip in batch)
 
-    assert positions(first_batches(1, 1)[0]) == [0, 1, 2, 3, 4, 5]
+    assert positions(first_batches(1, 1)[0]) == [0, 1, 2, 3, 4, 5]   # a buffer of 1 keeps the file's order
     # A buffer as large as the split: the first batch already draws from the whole file.
     assert max(positions(first_batches(24, 1)[0])) >= 12
 
