@@ -75,7 +75,9 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from components import video_format
+from components import spans, video_format
+from components.spans import (CLIP_STORE_KEY, INGESTED_PROPERTY, REUSED_PROPERTY, WINDOW_PROPERTY,
+                              examples_file_prefix)
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
                                   count_outcome, dead_letter_line, enforce_max_rejected_fraction)
 from components.tfrecord_io import DATA_CRC, LENGTH_HEADER, WriteToGzipTFRecord, masked_crc32c
@@ -90,6 +92,7 @@ DEFAULT_ID_FEATURE = video_format.DEFAULT_VIDEO_KEYS.video_ids[0]   # "example/i
 DEFAULT_MAX_RECORD_BYTES = 1 << 30   # 1 GiB: far above any video record, far below a worker's memory
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
+SPAN_CONFIG_KEY = "span_config"
 DEAD_LETTER_KEY = "dead_letter"
 STATS_KEY = "ingest_stats"
 INGEST_STATS_FILENAME = "ingest_stats.json"
@@ -251,7 +254,7 @@ class _Kept:
     video_id: str | None
     digest: str
     data: bytes
-
+    tag: str = ""           # the span's tag ("span-00007"; "" for unnumbered input): outputs are per span
 
 
 def _feature_id(feature) -> str | None:
@@ -271,8 +274,8 @@ class _ReadFileFn(beam.DoFn):
     """A file path -> (dedupe key, _Kept) per record that parses; dead letters and outcomes for the rest."""
 
     def __init__(self, split: str, split_order: int, id_feature: str, output_splits: list[tuple[str, int]] | None,
-                 max_record_bytes: int):
-        self._split, self._order, self._id_feature = split, split_order, id_feature
+                 max_record_bytes: int, tag: str = ""):
+        self._split, self._order, self._id_feature, self._tag = split, split_order, id_feature, tag
         self._output_splits = output_splits   # [(name, hash_buckets)] when splitting by id, else None
         self._max_record_bytes = max_record_bytes
 
@@ -314,8 +317,10 @@ class _ReadFileFn(beam.DoFn):
                     continue
                 out_split = self.output_split(feature)
             digest = hashlib.sha1(item.data).hexdigest()
-            key = f"id:{video_id}" if video_id is not None else f"sha1:{digest}"
-            yield key, _Kept(self._order, path, item.index, out_split, video_id, digest, item.data)
+            # Per span: a span is ingested once and its clips reused by later windows, so it must not depend on
+            # which other spans were read in the same run.
+            key = f"{self._tag}|" + (f"id:{video_id}" if video_id is not None else f"sha1:{digest}")
+            yield key, _Kept(self._order, path, item.index, out_split, video_id, digest, item.data, self._tag)
 
     def output_split(self, feature) -> str:
         """TFX's partition: sha256 of the deterministically serialized id Feature, mod the bucket total."""
@@ -353,7 +358,7 @@ class _DedupeFn(beam.DoFn):
                 detail = f"byte-identical to {original.path}#{original.index}, which is kept"
             else:
                 kept[r.digest] = r
-                yield r.out_split, r.data
+                yield (r.out_split, r.tag), r.data
                 yield beam.pvalue.TaggedOutput(_OUTCOMES, ("in", split, None))
                 continue
             yield beam.pvalue.TaggedOutput(_DEAD, (split, dead_letter_line(video_id, split, reason, detail,
@@ -396,11 +401,20 @@ class IngestStatsFn(beam.CombineFn):
         return acc
 
 
-def _match_files(pattern: str) -> list[str]:
-    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    if not files:
-        raise FileNotFoundError(f"Ingest: the input pattern {pattern!r} matches no files")
-    return files
+def record_window(examples: types.Artifact, window: spans.Window, ingested: list, reused: dict) -> None:
+    """On the examples artifact: the newest span and version (the standard properties ExampleGen sets), the window
+    (``window``: spans, versions, fingerprints; ``ingested_spans``) and the store entries of the spans whose clips
+    ClipGen reuses (``reused_clips``)."""
+    examples.span = int(window.newest.span or 0)
+    if window.newest.version is not None:
+        examples.version = int(window.newest.version)
+    examples.set_string_custom_property(WINDOW_PROPERTY, json.dumps(
+        {"kind": window.kind, "skipped": window.skipped,
+         "spans": [{"span": s.span, "version": s.version, "fingerprint": s.fingerprint, "tag": s.tag}
+                   for s in window.spans]}, sort_keys=True))
+    examples.set_string_custom_property(INGESTED_PROPERTY, json.dumps(ingested))
+    examples.set_string_custom_property(REUSED_PROPERTY, json.dumps({str(k): v for k, v in reused.items()},
+                                                                    sort_keys=True))
 
 
 def check_accounting(stats: dict) -> None:
@@ -447,50 +461,26 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.split_names = artifact_utils.encode_split_names(output_names)
         parts_path = os.path.join(stats_artifact.uri, _PARTS_DIR, "stats.json")
 
+        patterns = {split.name: split.pattern for split in input_config.splits}
+        span_config = exec_properties.get(SPAN_CONFIG_KEY) or spans.span_config_json(patterns)
+        window = spans.resolve_from_config(input_base, span_config)
+        store = exec_properties.get(CLIP_STORE_KEY) or ""
+        reused = {s.span: entry for s in window.spans if (entry := spans.reusable_entry(store, s))}
+        todo = [s for s in window.spans if s.span not in reused]
+        logger.info("Ingest: window %s; reading %s%s", window.describe(json.loads(span_config)["patterns"]),
+                    [s.span for s in todo] if window.kind else "all files",
+                    f"; clips of spans {sorted(reused)} are reused from the clip store {store}" if reused else "")
+
         started = time.monotonic()
-        with self._make_beam_pipeline() as pipeline:
-            records, dead, outcomes = [], [], []
-            for order, split in enumerate(input_config.splits):
-                files = _match_files(os.path.join(input_base, split.pattern))
-                logger.info("Ingest[%s]: %d files match %s", split.name, len(files), split.pattern)
-                read = (pipeline
-                        | f"Files[{split.name}]" >> beam.Create(files)
-                        | f"SpreadFiles[{split.name}]" >> beam.Reshuffle()
-                        | f"Read[{split.name}]" >> beam.ParDo(_ReadFileFn(
-                            split.name, order, id_feature, by_id, max_record_bytes)).with_outputs(
-                                _DEAD, _OUTCOMES, main="records"))
-                records.append(read.records)
-                dead.append(read[_DEAD])
-                outcomes.append(read[_OUTCOMES])
-            # One shuffle, by video id: de-duplication needs it, and it spreads the writes as ExampleGen's does.
-            deduped = (records | "FlattenRecords" >> beam.Flatten()
-                       | "GroupById" >> beam.GroupByKey()
-                       | "Dedupe" >> beam.ParDo(_DedupeFn(input_names)).with_outputs(_DEAD, _OUTCOMES, main="kept"))
-            dead.append(deduped[_DEAD])
-            outcomes.append(deduped[_OUTCOMES])
-            outputs = deduped.kept | "ByOutputSplit" >> beam.Partition(
-                lambda kv, n: output_names.index(kv[0]), len(output_names))
-            for name, part in zip(output_names, outputs):
-                data = part | f"Data[{name}]" >> beam.Values()
-                _ = data | f"Write[{name}]" >> WriteToGzipTFRecord(
-                    os.path.join(artifact_utils.get_split_uri([examples], name), "data_tfrecord"))
-                outcomes.append(data | f"CountOut[{name}]" >> beam.Map(lambda _, n=name: ("out", n, None)))
-            all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
-            for name in input_names:
-                _ = (all_dead
-                     | f"DeadLetters[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
-                     | f"DeadLetterLines[{name}]" >> beam.Values()
-                     | f"WriteDeadLetter[{name}]" >> beam.io.WriteToText(
-                         os.path.join(dead_letter.uri, f"Split-{name}", DEAD_LETTER_FILE_PREFIX),
-                         file_name_suffix=".jsonl"))
-            _ = (outcomes | "FlattenOutcomes" >> beam.Flatten()
-                 | "CountOutcomes" >> beam.CombineGlobally(IngestStatsFn())
-                 | "StatsToJson" >> beam.Map(lambda s: json.dumps(s, sort_keys=True))
-                 | "WriteStats" >> beam.io.WriteToText(parts_path, shard_name_template="", num_shards=1))
+        if todo:
+            self._run_beam(input_base, input_config, todo, output_names, id_feature, by_id, max_record_bytes,
+                           examples, dead_letter.uri, parts_path)
         elapsed = time.monotonic() - started
 
-        stats = json.loads(io_utils.read_string_file(parts_path))
-        io_utils.delete_dir(os.path.dirname(parts_path))
+        stats = {"inputs": {}, "outputs": {}}
+        if todo:
+            stats = json.loads(io_utils.read_string_file(parts_path))
+            io_utils.delete_dir(os.path.dirname(parts_path))
         for name in input_names:   # a split whose files held no records at all still gets its line
             stats["inputs"].setdefault(name, _empty_split_stats())
         for name in output_names:
@@ -506,11 +496,63 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             examples.set_string_custom_property(example_gen_utils.FINGERPRINT_PROPERTY_NAME, str(fingerprint))
         for name, n in stats["outputs"].items():
             examples.set_int_custom_property(f"{name}_examples", int(n))
+        record_window(examples, window, [s.span for s in todo], reused)
         for name, s in stats["inputs"].items():
             logger.info("Ingest[%s]: %d files, %d records in, %d ok, %d rejected %s", name, s["files"],
                         s["records_in"], s["records_ok"], s["rejected"], s["rejected_by_reason"])
         logger.info("Ingest: wrote %s examples in %.1f s", stats["outputs"], elapsed)
         enforce_max_rejected_fraction("Ingest", stats["inputs"], "records", max_fraction, dead_letter.uri)
+
+
+    def _run_beam(self, input_base: str, input_config: example_gen_pb2.Input, todo: list[spans.SpanFiles],
+                  output_names: list[str], id_feature: str, by_id: list | None, max_record_bytes: int,
+                  examples: types.Artifact, dead_letter_uri: str, parts_path: str) -> None:
+        """Reads the files of the spans in ``todo``: examples per output split and span, dead letters per input
+        split, and the counts as one JSON object at ``parts_path``."""
+        input_names = [s.name for s in input_config.splits]
+        with self._make_beam_pipeline() as pipeline:
+            records, dead, outcomes = [], [], []
+            for order, split in enumerate(input_config.splits):
+                for span in todo:
+                    files = [os.path.join(input_base, rel) for rel, _, _ in span.files[split.name]]
+                    where = f"[{split.name}]" + (f"[{span.tag}]" if span.tag else "")
+                    logger.info("Ingest%s: %d files", where, len(files))
+                    read = (pipeline
+                            | f"Files{where}" >> beam.Create(files)
+                            | f"SpreadFiles{where}" >> beam.Reshuffle()
+                            | f"Read{where}" >> beam.ParDo(_ReadFileFn(
+                                split.name, order, id_feature, by_id, max_record_bytes, span.tag)).with_outputs(
+                                    _DEAD, _OUTCOMES, main="records"))
+                    records.append(read.records)
+                    dead.append(read[_DEAD])
+                    outcomes.append(read[_OUTCOMES])
+            # One shuffle, by video id: de-duplication needs it, and it spreads the writes as ExampleGen's does.
+            deduped = (records | "FlattenRecords" >> beam.Flatten()
+                       | "GroupById" >> beam.GroupByKey()
+                       | "Dedupe" >> beam.ParDo(_DedupeFn(input_names)).with_outputs(_DEAD, _OUTCOMES, main="kept"))
+            dead.append(deduped[_DEAD])
+            outcomes.append(deduped[_OUTCOMES])
+            outputs_by = [(name, span.tag) for name in output_names for span in todo]   # one file set per span
+            outputs = deduped.kept | "ByOutputSplit" >> beam.Partition(
+                lambda kv, n: outputs_by.index(kv[0]), len(outputs_by))
+            for (name, tag), part in zip(outputs_by, outputs):
+                where = f"[{name}]" + (f"[{tag}]" if tag else "")
+                data = part | f"Data{where}" >> beam.Values()
+                _ = data | f"Write{where}" >> WriteToGzipTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name), examples_file_prefix(tag)))
+                outcomes.append(data | f"CountOut{where}" >> beam.Map(lambda _, n=name: ("out", n, None)))
+            all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
+            for name in input_names:
+                _ = (all_dead
+                     | f"DeadLetters[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
+                     | f"DeadLetterLines[{name}]" >> beam.Values()
+                     | f"WriteDeadLetter[{name}]" >> beam.io.WriteToText(
+                         os.path.join(dead_letter_uri, f"Split-{name}", DEAD_LETTER_FILE_PREFIX),
+                         file_name_suffix=".jsonl"))
+            _ = (outcomes | "FlattenOutcomes" >> beam.Flatten()
+                 | "CountOutcomes" >> beam.CombineGlobally(IngestStatsFn())
+                 | "StatsToJson" >> beam.Map(lambda s: json.dumps(s, sort_keys=True))
+                 | "WriteStats" >> beam.io.WriteToText(parts_path, shard_name_template="", num_shards=1))
 
 
 # ---- the component -----------------------------------------------------------------------------------------
@@ -536,6 +578,13 @@ class VideoIngestSpec(standard_component_specs.FileBasedExampleGenSpec):
         # that open-source KFP's cache key, which sees only parameters, changes when the files do. TFX's own
         # ExampleGen driver (LocalDagRunner, Vertex's preCacheCheck) sets the same key from its file fingerprint.
         "input_fingerprint": ExecutionParameter(type=str, optional=True),
+        # The split patterns as given, with span specs ({SPAN}, {YYYY}{MM}{DD}, {VERSION}), and the window
+        # (components/spans.py). input_config carries the same patterns with every spec as "*": TFX's driver then
+        # fingerprints every span's files and leaves span resolution to the executor, which does it the same way
+        # under every orchestrator.
+        SPAN_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+        # Where ClipGen records which span's clips it cut (components/spans.py); "" when the window is one span.
+        CLIP_STORE_KEY: ExecutionParameter(type=str, optional=True),
     }
     OUTPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -552,7 +601,7 @@ class VideoIngest(FileBasedExampleGen):
     def __init__(self, input_base: str, input_config: example_gen_pb2.Input,
                  output_config: example_gen_pb2.Output | None = None, *, id_feature: str = DEFAULT_ID_FEATURE,
                  max_rejected_fraction: float = 1.0, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 input_fingerprint: str = ""):
+                 input_fingerprint: str = "", span_config: str = "", clip_store: str = ""):
         _check_id_feature(id_feature)
         check_max_rejected_fraction(max_rejected_fraction)
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
@@ -565,6 +614,8 @@ class VideoIngest(FileBasedExampleGen):
             output_file_format=example_gen_pb2.FileFormat.FORMAT_TFRECORDS_GZIP,
             id_feature=id_feature, max_rejected_fraction=float(max_rejected_fraction),
             max_record_bytes=max_record_bytes, input_fingerprint=input_fingerprint,
+            span_config=span_config or spans.span_config_json({s.name: s.pattern for s in input_config.splits}),
+            clip_store=clip_store,
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=IngestDeadLetter),
             ingest_stats=types.Channel(type=IngestStatistics))
@@ -577,16 +628,27 @@ def make_video_example_gen(input_base: str, mode: str = PRE_SPLIT, *, train_patt
                            eval_pattern: str = "eval/*", records_pattern: str = "videos-*.tfrecord*",
                            eval_percent: int = 25, id_feature: str = DEFAULT_ID_FEATURE,
                            max_rejected_fraction: float = 1.0,
-                           max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> VideoIngest:
+                           max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, window_spans: int = 1,
+                           newest_span=spans.LATEST, on_missing_span: str = spans.FAIL,
+                           clip_store: str = "") -> VideoIngest:
     """VideoIngest reading video SequenceExample TFRecords under ``input_base`` (see module docstring).
 
-    Patterns are globs relative to ``input_base``; TFRecords may be uncompressed or gzipped (``.gz``).
+    Patterns are globs relative to ``input_base``; TFRecords may be uncompressed or gzipped (``.gz``). They may
+    hold TFX's span specs; ``window_spans``, ``newest_span`` and ``on_missing_span`` choose the spans read
+    (components/spans.py), and ``clip_store`` is where ClipGen records the spans it cut, so that a later run reads
+    only its new spans.
     ``eval_percent`` applies to SPLIT_BY_ID only; ``id_feature`` names the video id (split key in SPLIT_BY_ID,
     de-duplication key in both modes)."""
     if not isinstance(input_base, str) or not input_base:
         raise ValueError(f"input_base must be a non-empty path, got {input_base!r}")
-    input_config = video_input_config(mode, train_pattern, eval_pattern, records_pattern)
+    raw = video_input_config(mode, train_pattern, eval_pattern, records_pattern)
+    patterns = {split.name: split.pattern for split in raw.splits}
+    span_config = spans.span_config_json(patterns, window_spans=window_spans, newest_span=newest_span,
+                                         on_missing_span=on_missing_span)
+    input_config = video_input_config(mode, *(spans.SpanPattern(p).glob() for p in
+                                              (train_pattern, eval_pattern, records_pattern)))
     output_config = split_by_id_output_config(eval_percent, id_feature) if mode == SPLIT_BY_ID else None
     return VideoIngest(input_base=input_base, input_config=input_config, output_config=output_config,
                        id_feature=id_feature, max_rejected_fraction=max_rejected_fraction,
-                       max_record_bytes=max_record_bytes)
+                       max_record_bytes=max_record_bytes, span_config=span_config,
+                       clip_store=clip_store if window_spans > 1 else "")

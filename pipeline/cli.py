@@ -66,6 +66,9 @@ def cmd_convert(args) -> int:
 
 def _print_summary(summary, config) -> None:
     print("\n=== run summary ===")
+    if summary.skipped:
+        print(f"  skipped: {summary.skipped}")
+        return
     for name, seconds in summary.component_seconds.items():
         print(f"  {name:<12} {seconds:>7.1f}s")
     print(f"  total        {summary.seconds:>7.1f}s")
@@ -118,7 +121,7 @@ def cmd_submit(args) -> int:
 def cmd_schedule(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline, schedule
     package = args.package or compile_pipeline(_load(args), args.out)
-    print(schedule(package, args.host, args.experiment, args.cron, args.job_name))
+    print(schedule(package, args.host, args.experiment, args.cron, args.job_name, cache=not args.no_cache))
     return 0
 
 
@@ -206,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "schedule":
             p.add_argument("--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * *"')
             p.add_argument("--job-name", default="bresnet-video-nightly")
+            p.add_argument("--no-cache", action="store_true",
+                           help="run every step of every scheduled run (KFP's enable_caching=False); by default "
+                                "a run with no new data is all cache hits. Missed intervals are never backfilled")
         p.set_defaults(func=func)
 
     p = commands.add_parser("kfp-local", help="run a compiled pipeline (.yaml) on this machine as the open-source "
@@ -261,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if getattr(args, "beam_args", None) and args.beam_args[:1] == ["--"]:
         args.beam_args = args.beam_args[1:]
+    from components.spans import MissingSpanError
     from pipeline.config import ConfigError
     try:
         return args.func(args)
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except MissingSpanError as exc:   # the data is not there yet: not a usage error, but no traceback either
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

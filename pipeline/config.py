@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from components.spans import SpanPattern, span_config_json
 from components.trainer.config import TrainingConfig
 from components.trainer.kubeflow_launcher import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
 
@@ -53,6 +54,45 @@ class ClipConfig:
         if not isinstance(self.compression_level, int) or not 0 <= self.compression_level <= 3:
             raise ConfigError(f"clips.compression_level must be an ISA-L gzip level in [0, 3], "
                               f"got {self.compression_level!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Which input files a run reads (globs relative to ``data_dir``), and over which spans.
+
+    Patterns may hold TFX's span specs: ``{SPAN}`` (or ``{SPAN:4}``), ``{YYYY}{MM}{DD}`` (a span a day) and
+    ``{VERSION}``; then the run reads the window of the ``window_spans`` newest spans up to ``newest_span``
+    ("latest": the newest present; "today": the run's UTC date; or a span number / YYYY-MM-DD), and
+    ``on_missing_span`` says what a missing newest span does: "fail" (an error naming it) or "skip" (no new
+    work). Spans an earlier run clipped are reused, not read again (components/spans.py, README "Scheduled runs").
+    """
+    train_pattern: str = "train/*"                  # data_layout pre_split
+    eval_pattern: str = "eval/*"
+    records_pattern: str = "videos-*.tfrecord*"     # data_layout split_by_id: one pattern, split by video id
+    window_spans: int = 1
+    newest_span: Any = "latest"
+    on_missing_span: str = "fail"
+
+    def __post_init__(self):
+        import datetime
+        if isinstance(self.newest_span, datetime.date):   # YAML reads 2026-12-02 as a date
+            object.__setattr__(self, "newest_span", self.newest_span.isoformat())
+        for name in ("train_pattern", "eval_pattern", "records_pattern"):
+            try:
+                SpanPattern(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"ingest.{name}: {exc}") from None
+
+    def patterns(self, data_layout: str) -> dict[str, str]:
+        return ({"all": self.records_pattern} if data_layout == "split_by_id"
+                else {"train": self.train_pattern, "eval": self.eval_pattern})
+
+    def check(self, data_layout: str) -> None:
+        try:
+            span_config_json(self.patterns(data_layout), window_spans=self.window_spans,
+                             newest_span=self.newest_span, on_missing_span=self.on_missing_span)
+        except ValueError as exc:
+            raise ConfigError(f"ingest: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +198,7 @@ class RunConfig:
     model_name: str = "bresnet"
     labels: tuple[str, ...] = ()                # empty: read <data_dir>/label_map.txt
     data_layout: str = "pre_split"              # "pre_split": train/*, eval/*; "split_by_id": one folder, hashed ids
+    ingest: IngestConfig = IngestConfig()       # input patterns, spans and the training window
     max_rejected_fraction: float = 0.2          # Ingest and ClipGen fail the run above this (per split)
     beam_args: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
     clips: ClipConfig = ClipConfig()
@@ -184,6 +225,14 @@ class RunConfig:
             raise ConfigError(f"data_layout must be 'pre_split' or 'split_by_id', got {self.data_layout!r}")
         if not 0.0 <= self.max_rejected_fraction <= 1.0:
             raise ConfigError(f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction!r}")
+        self.ingest.check(self.data_layout)
+
+    def resolve_window(self, today=None):
+        """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""
+        from components.spans import resolve_window
+        return resolve_window(self.data_dir, self.ingest.patterns(self.data_layout),
+                              window_spans=self.ingest.window_spans, newest_span=self.ingest.newest_span,
+                              on_missing_span=self.ingest.on_missing_span, today=today)
 
     def training_config(self) -> TrainingConfig:
         if not self.labels:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import time
+
+from components.spans import files_digest, list_input_files, resolve_from_config, translate_pattern  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ FINGERPRINT_TASK = "input-fingerprint"
 FINGERPRINT_COMPONENT = "input-fingerprint"
 FINGERPRINT_EXECUTOR = "input-fingerprint_executor"
 FINGERPRINT_PARAMETER = "input_fingerprint"     # Ingest's parameter, and the task's output parameter
+SPAN_CONFIG_PARAMETER = "span_config"           # Ingest's parameter: patterns with span specs and the window
 INGEST_TASK = "Ingest"
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 TFX_DRIVER = "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"   # Vertex's preCacheCheck for Ingest
@@ -46,94 +47,30 @@ OUR_ENTRYPOINT = "pipeline.kfp_entrypoint"
 
 # ---- the fingerprint ---------------------------------------------------------------------------------------
 
-def translate_pattern(pattern: str) -> str:
-    """A glob as a regular expression, exactly as Beam's ``FileSystem.translate_pattern`` (which Ingest's
-    ``FileSystems.match`` uses): ``*`` is ``[^/\\\\]*``, ``**`` is ``.*``, ``?`` one character, ``[...]`` a class."""
-    i, n, res = 0, len(pattern), ""
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if i < n and pattern[i] == "*":
-                res += ".*"
-                i += 1
-            else:
-                res += r"[^/\\]*"
-        elif c == "?":
-            res += "."
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                res += "\\["
-            else:
-                stuff = pattern[i:j].replace("\\", "\\\\")
-                i = j + 1
-                if stuff[0] == "!":
-                    stuff = "^" + stuff[1:]
-                elif stuff[0] == "^":
-                    stuff = "\\" + stuff
-                res = f"{res}[{stuff}]"
-        else:
-            res += re.escape(c)
-    return "(?ms)" + res + r"\Z"
+def input_fingerprint(input_base: str, splits: list[tuple[str, str]],
+                      span_config: str | None = None) -> tuple[str, dict]:
+    """The digest Ingest's cache key gets, and a summary (files and bytes per split).
 
-
-def _literal_prefix(pattern: str) -> str:
-    match = re.search(r"[*?\[]", pattern)
-    return pattern[:match.start()] if match else pattern
-
-
-def list_input_files(input_base: str, splits: list[tuple[str, str]]) -> list[tuple[str, str, int, str]]:
-    """``(split, name relative to input_base, size, base64 CRC32C)`` of every file the split patterns match, in
-    split order then name order. gs://: from object metadata (nothing is downloaded); local: read and checksummed."""
-    from components import gcs
-    base = input_base.rstrip("/")
-    rows = []
-    if gcs.is_gcs(base):
-        bucket, prefix = gcs.split_gcs(base)
-        prefix = prefix + "/" if prefix else ""
-        client = gcs.client()
-        for split, pattern in splits:
-            regex = re.compile(translate_pattern(pattern))
-            found = []
-            for blob in client.list_blobs(bucket, prefix=prefix + _literal_prefix(pattern)):
-                rel = blob.name[len(prefix):]
-                if not blob.name.endswith("/") and regex.match(rel):
-                    found.append((split, rel, int(blob.size or 0), blob.crc32c or ""))
-            rows.extend(sorted(found))
+    With Ingest's ``span_config`` (components/ingest.py) the digest covers the files of the window the run would
+    train on, resolved as Ingest resolves it, and the window's spans: a missing newest span fails here under
+    ``on_missing_span: fail``; under ``skip`` the window ends at the newest span present, so an unchanged window
+    gives the last run's digest and every step is served from the cache."""
+    window = resolve_from_config(input_base, span_config) if span_config else None
+    if window is None:
+        rows = list_input_files(input_base, splits)
     else:
-        for split, pattern in splits:
-            regex = re.compile(translate_pattern(pattern))
-            start = os.path.join(base, os.path.dirname(_literal_prefix(pattern)))
-            found = []
-            for dirpath, dirnames, filenames in os.walk(start):
-                dirnames.sort()
-                for filename in filenames:
-                    path = os.path.join(dirpath, filename)
-                    rel = os.path.relpath(path, base).replace(os.sep, "/")
-                    if regex.match(rel) and os.path.isfile(path):
-                        found.append((split, rel, os.path.getsize(path), gcs.crc32c_of_file(path)))
-            rows.extend(sorted(found))
-    return rows
-
-
-def input_fingerprint(input_base: str, splits: list[tuple[str, str]]) -> tuple[str, dict]:
-    """The digest Ingest's cache key gets, and a summary (files and bytes per split)."""
-    rows = list_input_files(input_base, splits)
-    digest = hashlib.sha256()
-    for split, name, size, crc in rows:
-        digest.update(f"{split}\t{name}\t{size}\t{crc}\n".encode())
+        splits = [(split, pattern) for split, pattern in json.loads(span_config)["patterns"].items()]
+        rows = [(split, *row) for s in window.spans for split in sorted(s.files) for row in s.files[split]]
+    digest = files_digest(rows + ([("window", json.dumps([[s.span, s.version] for s in window.spans]), 0, "")]
+                                  if window is not None and window.kind is not None else []))
     summary = {"input_base": input_base, "splits": {}}
+    if window is not None:
+        summary["window"] = [s.span for s in window.spans]
+        summary["skipped"] = window.skipped
     for split, pattern in splits:
         mine = [r for r in rows if r[0] == split]
         summary["splits"][split] = {"pattern": pattern, "files": len(mine), "bytes": sum(r[2] for r in mine)}
-    return "sha256:" + digest.hexdigest(), summary
+    return digest, summary
 
 
 def splits_from_input_config(input_config: str) -> list[tuple[str, str]]:
@@ -166,15 +103,17 @@ def add_input_fingerprint(spec: dict, ingest_task: str = INGEST_TASK) -> dict:
         raise ValueError(f"the pipeline already has a task {FINGERPRINT_TASK!r}")
     ingest = tasks[ingest_task]
     component = spec["components"][ingest["componentRef"]["name"]]
-    if FINGERPRINT_PARAMETER not in component.get("inputDefinitions", {}).get("parameters", {}):
-        raise ValueError(f"{ingest_task} has no {FINGERPRINT_PARAMETER!r} parameter (components/ingest.py)")
+    for name in (FINGERPRINT_PARAMETER, SPAN_CONFIG_PARAMETER):
+        if name not in component.get("inputDefinitions", {}).get("parameters", {}):
+            raise ValueError(f"{ingest_task} has no {name!r} parameter (components/ingest.py)")
     parameters = ingest["inputs"]["parameters"]
     image = _container(spec, ingest_task)["image"]
 
     spec["components"][FINGERPRINT_COMPONENT] = {
         "executorLabel": FINGERPRINT_EXECUTOR,
         "inputDefinitions": {"parameters": {"input_base": {"parameterType": "STRING"},
-                                            "input_config": {"parameterType": "STRING"}}},
+                                            "input_config": {"parameterType": "STRING"},
+                                            SPAN_CONFIG_PARAMETER: {"parameterType": "STRING"}}},
         "outputDefinitions": {"parameters": {FINGERPRINT_PARAMETER: {"parameterType": "STRING"}}},
     }
     spec["deploymentSpec"]["executors"][FINGERPRINT_EXECUTOR] = {"container": {
@@ -182,6 +121,7 @@ def add_input_fingerprint(spec: dict, ingest_task: str = INGEST_TASK) -> dict:
         "command": ["python", "-m", "pipeline.kfp_caching"],
         "args": ["fingerprint", "--input-base", "{{$.inputs.parameters['input_base']}}",
                  "--input-config", "{{$.inputs.parameters['input_config']}}",
+                 "--span-config", "{{$.inputs.parameters['%s']}}" % SPAN_CONFIG_PARAMETER,
                  "--output", "{{$.outputs.parameters['%s'].output_file}}" % FINGERPRINT_PARAMETER],
         "resources": {"cpuLimit": 1.0, "memoryLimit": 1.0},
     }}
@@ -189,7 +129,8 @@ def add_input_fingerprint(spec: dict, ingest_task: str = INGEST_TASK) -> dict:
         "taskInfo": {"name": FINGERPRINT_TASK},
         "componentRef": {"name": FINGERPRINT_COMPONENT},
         "inputs": {"parameters": {"input_base": copy.deepcopy(parameters["input_base"]),
-                                  "input_config": copy.deepcopy(parameters["input_config"])}},
+                                  "input_config": copy.deepcopy(parameters["input_config"]),
+                                  SPAN_CONFIG_PARAMETER: copy.deepcopy(parameters[SPAN_CONFIG_PARAMETER])}},
         "cachingOptions": {"enableCache": False},   # it must look at the files on every run
     }
     parameters[FINGERPRINT_PARAMETER] = {"taskOutputParameter": {
@@ -229,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--input-config", help="ExampleGen Input proto as JSON (Ingest's input_config)")
     group.add_argument("--patterns", nargs="+", metavar="[SPLIT=]PATTERN", help="globs relative to --input-base")
+    p.add_argument("--span-config", default="", help="Ingest's span_config (JSON): digest the window's files only")
     p.add_argument("--output", help="file for the digest (KFP's output parameter file); default: stdout only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -237,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         splits = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.patterns]
     started = time.monotonic()
-    digest, summary = input_fingerprint(args.input_base, splits)
+    digest, summary = input_fingerprint(args.input_base, splits, args.span_config or None)
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["fingerprint"] = digest
     log.info("input fingerprint %s", json.dumps(summary, sort_keys=True))

@@ -90,13 +90,21 @@ def submit(package: str, host: str, experiment: str, run_name: str | None = None
     return result.run_id
 
 
-def schedule(package: str, host: str, experiment: str, cron: str, job_name: str) -> str:
-    """A recurring run (KFP cron has 6 fields, seconds first) that never overlaps itself."""
+def schedule(package: str, host: str, experiment: str, cron: str, job_name: str, *, cache: bool = True) -> str:
+    """A recurring run (KFP cron has 6 fields, seconds first) that never overlaps itself and never backfills.
+
+    ``no_catchup=True``: after a pause KFP starts only the latest missed interval, not one run per missed interval
+    (kfp.Client.create_recurring_run). The pipeline needs no backfill: each run reads the window of the newest
+    spans (components/spans.py), so one run catches up with every span that arrived meanwhile.
+    ``cache=False`` runs every step of every run (KFP's per-run caching switch, ``enable_caching=False``). There is
+    no switch to force caching on: KFP would then cache the input-fingerprint task too, and new data would be
+    served the last run's outputs; left unset, each task keeps its compiled caching option."""
     if len(cron.split()) != 6:
         raise ConfigError(f"--cron needs 6 fields (second minute hour day month weekday), got {cron!r}")
     client = kfp_client(host)
     experiment_id = client.create_experiment(experiment).experiment_id
     recurring = client.create_recurring_run(experiment_id=experiment_id, job_name=job_name, cron_expression=cron,
-                                            max_concurrency=1, pipeline_package_path=package, enabled=True)
+                                            max_concurrency=1, no_catchup=True, pipeline_package_path=package,
+                                            enabled=True, enable_caching=None if cache else False)
     log.info("scheduled %s (%s)", job_name, cron)
     return recurring.recurring_run_id

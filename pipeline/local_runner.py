@@ -28,6 +28,7 @@ class RunSummary:
     metrics: dict[str, float]
     gate_failures: list[dict]
     component_seconds: dict[str, float]
+    skipped: str | None = None    # why the run did nothing (ingest.on_missing_span: skip)
 
 
 class _ComponentTimer(logging.Handler):
@@ -51,6 +52,16 @@ class _ComponentTimer(logging.Handler):
 
 def run_local(config: RunConfig) -> RunSummary:
     config = config.with_labels()
+    # Before anything is cached: a missing newest span fails here (on_missing_span: fail), or skips the run.
+    window = config.resolve_window()
+    if window.spans[-1].span is not None:
+        print(f"[run-local] input window: {window.describe(config.ingest.patterns(config.data_layout))}", flush=True)
+    if window.skipped:
+        why = (f"the newest span is missing (ingest.newest_span: {config.ingest.newest_span}); "
+               f"on_missing_span: skip, so nothing runs")
+        print(f"[run-local] {why}", flush=True)
+        return RunSummary(seconds=0.0, blessed=None, pushed_version=None, pushed_path=None, metrics={},
+                          gate_failures=[], component_seconds={}, skipped=why)
     os.makedirs(config.pipeline_root, exist_ok=True)
     timer = _ComponentTimer()
     root_logger = logging.getLogger()

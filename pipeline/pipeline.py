@@ -4,6 +4,9 @@ ingest ─▶ ClipGen ─▶ Transform ─▶ MultiWorkerTrainer ─▶ Evaluato
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 
 # TFX classes come from their own modules, not `tfx.v1`: its `extensions` import google-cloud-aiplatform, ~6 s of
@@ -26,7 +29,12 @@ TRANSFORM_FN = "components.transform_module.preprocessing_fn"
 def create_components(config: RunConfig, launcher: str = "local", launcher_options: dict | None = None) -> list:
     config = config.with_labels()  # reads <data_dir>/label_map.txt when labels are not configured
     clips = config.clips
+    store = clip_store(config)
     ingest = make_video_example_gen(config.data_dir, mode=config.data_layout,
+                                    train_pattern=config.ingest.train_pattern, eval_pattern=config.ingest.eval_pattern,
+                                    records_pattern=config.ingest.records_pattern,
+                                    window_spans=config.ingest.window_spans, newest_span=config.ingest.newest_span,
+                                    on_missing_span=config.ingest.on_missing_span, clip_store=store,
                                     max_rejected_fraction=config.max_rejected_fraction)
     clipgen = ClipGen(
         examples=ingest.outputs["examples"],
@@ -34,7 +42,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.clips_per_video_eval,
         seed=clips.seed, labels=list(config.labels), max_rejected_fraction=config.max_rejected_fraction,
         compression_level=clips.compression_level,
-        num_shards=clips.num_shards or config.training_config().workers)
+        num_shards=clips.num_shards or config.training_config().workers, clip_store=store)
     schema = ClipSchemaGen()
     transform = Transform(
         examples=clipgen.outputs["clips"], schema=schema.outputs["schema"],
@@ -44,7 +52,9 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         disable_statistics=True)
     trainer = MultiWorkerTrainer(
         examples=clipgen.outputs["clips"], transform_graph=transform.outputs["transform_graph"],
-        config=config.training_config(), launcher=launcher, launcher_options=launcher_options or {})
+        config=config.training_config(), launcher=launcher, launcher_options=launcher_options or {},
+        # training.init_from "serving" starts from the model served when the Trainer runs, found as the baseline is
+        serving_model_base=f"{config.serving_dir.rstrip('/')}/{config.model_name}")
     baseline = LatestPushedModel(candidate=trainer.outputs["model"], serving_base_dir=config.serving_dir,
                                  model_name=config.model_name)
     evaluator = Evaluator(
@@ -61,6 +71,17 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
                                (evaluator, "Evaluator"), (pusher, "Pusher")]:
         component.with_id(node_id)
     return [ingest, clipgen, schema, transform, trainer, baseline, evaluator, pusher]
+
+
+def clip_store(config: RunConfig) -> str:
+    """Where ClipGen records each span's clips for later windows: under the pipeline root, one folder per clip
+    recipe (anything that changes a clip changes the folder, so clips cut another way are never reused).
+    "" when the window is one span: nothing to reuse."""
+    if config.ingest.window_spans == 1:
+        return ""
+    recipe = json.dumps({"clips": dataclasses.asdict(config.clips), "labels": list(config.labels),
+                         "data_layout": config.data_layout}, sort_keys=True)
+    return f"{config.pipeline_root.rstrip('/')}/ClipStore/{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
 
 
 def create_pipeline(config: RunConfig, *, metadata_path: str | None = None, **component_kwargs) -> Pipeline:

@@ -13,6 +13,7 @@ from components.clipgen import executor
 from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict,
                                         video_keys_to_dict)
 from components.rejections import check_max_rejected_fraction
+from components.spans import CLIP_STORE_KEY
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, check_compression_level
 
 
@@ -42,6 +43,8 @@ class ClipGenSpec(ComponentSpec):
         "max_frame_pixels": ExecutionParameter(type=int, optional=True),
         "compression_level": ExecutionParameter(type=int, optional=True),  # ISA-L gzip level of the clip files
         "num_shards": ExecutionParameter(type=int, optional=True),  # clip files per split; 0: the runner decides
+        # Where the spans' clips are recorded for later windows (components/spans.py); "": no window.
+        CLIP_STORE_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -64,7 +67,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     whose header declares more pixels is rejected (``frame_too_large``) before any of its frames is decoded.
     ``compression_level``: ISA-L gzip level (0-3) of the clip files (components.tfrecord_io; bench/README.md).
     ``num_shards``: clip files per split (0: the runner decides). At least as many as training workers lets each
-    worker read only its own files (components.trainer.training.plan_shards).
+    worker read only its own files (components.trainer.training.plan_shards). ``clip_store``: where the clips of
+    each span cut are recorded so a later window reuses them (components/clipgen/window.py); Ingest gets the same.
     """
     SPEC_CLASS = ClipGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -74,7 +78,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
-                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0):
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0, clip_store: str = ""):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
             labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
@@ -93,7 +97,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             seed=config.seed, labels=json.dumps(list(config.labels)),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
-            compression_level=compression_level, num_shards=num_shards,
+            compression_level=compression_level, num_shards=num_shards, clip_store=clip_store,
             clips=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=ClipGenDeadLetter),
             clip_stats=types.Channel(type=ClipGenStatistics))

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+import tensorflow as tf
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
@@ -16,7 +17,9 @@ from tfx.utils import io_utils
 
 from components.clipgen import transforms
 from components.clipgen.extract import DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict
-from components.rejections import check_split_accounting, enforce_max_rejected_fraction
+from components.clipgen.window import SpanWindow
+from components.spans import CLIP_STORE_KEY, examples_file_prefix
+from components.rejections import add_split_counts, check_split_accounting, enforce_max_rejected_fraction
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL
 
 logger = logging.getLogger(__name__)
@@ -72,39 +75,56 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples_utils.set_file_format(clips, "tfrecords_gzip")
         parts_dir = os.path.join(clip_stats.uri, _PARTS_DIR)
 
+        window = SpanWindow.of(examples)
         pipeline = self._make_beam_pipeline()
         for split in splits:
-            transforms.clip_split(
-                pipeline, split, examples_utils.get_split_file_patterns(examples, split), config,
-                clips_dir=artifact_utils.get_split_uri([clips], split),
-                dead_letter_dir=os.path.join(dead_letter.uri, f"Split-{split}"),
-                stats_path=os.path.join(parts_dir, f"{split}.json"),
-                compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)),
-                num_shards=int(exec_properties.get("num_shards") or 0))
-        logger.info("ClipGen: clipping splits %s into %s clips (%s)", splits, list(config.clip_shape),
-                    ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits))
+            for tag in window.tags_to_cut:
+                patterns = ([f"{artifact_utils.get_split_uri(examples, split)}/{examples_file_prefix(tag)}-*"]
+                            if tag else examples_utils.get_split_file_patterns(examples, split))
+                transforms.clip_split(
+                    pipeline, split, patterns, config,
+                    clips_dir=artifact_utils.get_split_uri([clips], split),
+                    dead_letter_dir=os.path.join(dead_letter.uri, f"Split-{split}"),
+                    stats_path=os.path.join(parts_dir, f"{split}{tag}.json"),
+                    compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)),
+                    num_shards=int(exec_properties.get("num_shards") or 0), tag=tag)
+        logger.info("ClipGen: clipping splits %s into %s clips (%s)%s", splits, list(config.clip_shape),
+                    ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits),
+                    f"; spans {window.spans_to_cut}" if window.windowed else "")
         started = time.monotonic()
-        result = pipeline.run()
-        result.wait_until_finish()
+        if window.tags_to_cut:
+            result = pipeline.run()
+            result.wait_until_finish()
         elapsed = time.monotonic() - started
 
-        stats = {split: json.loads(io_utils.read_string_file(os.path.join(parts_dir, f"{split}.json")))
-                 for split in splits}
-        io_utils.delete_dir(parts_dir)
+        stats = {split: transforms.empty_stats() for split in splits}
+        per_span = {}
+        for split in splits:
+            for tag in window.tags_to_cut:
+                counts = json.loads(io_utils.read_string_file(os.path.join(parts_dir, f"{split}{tag}.json")))
+                per_span.setdefault(tag, {})[split] = counts
+                add_split_counts(stats[split], counts)
+        if tf.io.gfile.exists(parts_dir):
+            io_utils.delete_dir(parts_dir)
         for split, split_stats in stats.items():
             check_accounting(split, split_stats, config.clips_per_video(split))
-        counters = transforms.beam_counters(result)
+        counters = transforms.beam_counters(result) if window.tags_to_cut else {}
         for split in splits:  # Metrics are best effort (some runners report none); the data-path counts rule.
             if counters.get(split) and counters[split].get("videos_in") != stats[split]["videos_in"]:
                 logger.warning("ClipGen[%s]: Beam counter videos_in=%s differs from the counted %s (retries?)",
                                split, counters[split].get("videos_in"), stats[split]["videos_in"])
+        window_clips = window.assemble(clips, splits, per_span)   # copies the reused spans' clips in
         summary = clip_stats_document(config, stats, elapsed)
+        if window.windowed:
+            summary["window"] = {"spans": window.spans, "cut": window.spans_to_cut, "reused": sorted(window.reused),
+                                 "clips": window_clips}
         io_utils.write_string_file(os.path.join(clip_stats.uri, CLIP_STATS_FILENAME),
                                    json.dumps(summary, indent=2, sort_keys=True))
         _record_on_artifact(clips, config, stats)
         _log_summary(stats, elapsed, config.num_frames)
         enforce_max_rejected_fraction("ClipGen", stats, "videos",
                                       float(exec_properties.get("max_rejected_fraction", 1.0)), dead_letter.uri)
+        window.register(exec_properties.get(CLIP_STORE_KEY) or "", clips, splits, per_span)
 
 
 def check_accounting(split: str, stats: dict, clips_per_video: int) -> None:

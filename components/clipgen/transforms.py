@@ -168,25 +168,29 @@ class VideosToClips(beam.PTransform):
 def clip_split(pipeline: beam.Pipeline, split: str, input_patterns: list[str], config: ClipGenConfig,
                clips_dir: str, dead_letter_dir: str, stats_path: str,
                compression_level: int = DEFAULT_COMPRESSION_LEVEL,
-               clip_writer: Callable[..., beam.PTransform] = WriteToGzipTFRecord, num_shards: int = 0) -> None:
-    """Add one split's read -> clips -> write branch to ``pipeline``.
+               clip_writer: Callable[..., beam.PTransform] = WriteToGzipTFRecord, num_shards: int = 0,
+               tag: str = "") -> None:
+    """Add one split's read -> clips -> write branch to ``pipeline`` (one span's, when ``tag`` names one: its
+    files and Beam labels then carry the tag, e.g. ``data_tfrecord-span-00007-*``).
 
     Writes gzipped TFRecord shards ``<clips_dir>/data_tfrecord-*.gz``, ``num_shards`` of them (0: as the runner
     likes) (``clip_writer(prefix, compression_level[, num_shards=])``;
     the benchmark swaps in Beam's stock writer to measure ours), dead-letter JSON lines
     ``<dead_letter_dir>/dead_letter-*.jsonl`` and the split's counts as one JSON object at ``stats_path``."""
-    reads = [pipeline | f"Read[{split}][{i}]" >> beam.io.ReadFromTFRecord(pattern, coder=beam.coders.BytesCoder())
+    where = f"[{split}]" + (f"[{tag}]" if tag else "")
+    suffix = f"-{tag}" if tag else ""
+    reads = [pipeline | f"Read{where}[{i}]" >> beam.io.ReadFromTFRecord(pattern, coder=beam.coders.BytesCoder())
              for i, pattern in enumerate(input_patterns)]
-    videos = reads[0] if len(reads) == 1 else reads | f"Flatten[{split}]" >> beam.Flatten()
-    out = videos | f"VideosToClips[{split}]" >> VideosToClips(split, config)
-    prefix = os.path.join(clips_dir, CLIPS_FILE_PREFIX)
+    videos = reads[0] if len(reads) == 1 else reads | f"Flatten{where}" >> beam.Flatten()
+    out = videos | f"VideosToClips{where}" >> VideosToClips(split, config)
+    prefix = os.path.join(clips_dir, CLIPS_FILE_PREFIX + suffix)
     writer = (clip_writer(prefix, compression_level, num_shards=num_shards) if num_shards
               else clip_writer(prefix, compression_level))
-    _ = out[CLIPS] | f"WriteClips[{split}]" >> writer
-    _ = out[DEAD_LETTER] | f"WriteDeadLetter[{split}]" >> beam.io.WriteToText(
-        os.path.join(dead_letter_dir, DEAD_LETTER_FILE_PREFIX), file_name_suffix=".jsonl")
-    _ = (out[STATS] | f"StatsToJson[{split}]" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
-         | f"WriteStats[{split}]" >> beam.io.WriteToText(stats_path, shard_name_template="", num_shards=1))
+    _ = out[CLIPS] | f"WriteClips{where}" >> writer
+    _ = out[DEAD_LETTER] | f"WriteDeadLetter{where}" >> beam.io.WriteToText(
+        os.path.join(dead_letter_dir, DEAD_LETTER_FILE_PREFIX + suffix), file_name_suffix=".jsonl")
+    _ = (out[STATS] | f"StatsToJson{where}" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
+         | f"WriteStats{where}" >> beam.io.WriteToText(stats_path, shard_name_template="", num_shards=1))
 
 
 def beam_counters(result: beam.runners.runner.PipelineResult) -> dict[str, dict[str, int]]:

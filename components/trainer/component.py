@@ -4,8 +4,9 @@ Inputs:  ``examples`` (clip Examples with splits train/eval), ``transform_graph`
 Outputs: ``model`` (Model; the serving SavedModel in ``<uri>/Format-Serving``, where the standard
          Evaluator and Pusher look) and ``model_run`` (ModelRun; TensorBoard logs,
          ``training_history.json`` and the workers' logs under ``worker_logs/``).
-Parameters: ``config`` (TrainingConfig JSON), ``launcher`` (registry name, 'local' for now) and
-         ``launcher_options`` (JSON object of that launcher's keyword options).
+Parameters: ``config`` (TrainingConfig JSON), ``launcher`` (registry name, 'local' for now),
+         ``launcher_options`` (JSON object of that launcher's keyword options) and ``serving_model_base``
+         (``<serving_dir>/<model_name>``, where ``init_from: serving`` looks for the served model).
 
 The executor only assembles a TrainingJob and hands it to the launcher; where workers run is the
 launcher's business. BackupAndRestore state lives in the execution's stateful working directory, which
@@ -26,7 +27,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
 
-from components.trainer import history
+from components.trainer import history, warm_start
 from components.trainer.config import TrainingConfig, TrainingJob
 from components.trainer.launcher import LaunchResult, make_launcher
 from components.trainer.precision import compute_precision, serving_precision
@@ -41,6 +42,7 @@ MODEL_RUN_KEY = "model_run"
 CONFIG_KEY = "config"
 LAUNCHER_KEY = "launcher"
 LAUNCHER_OPTIONS_KEY = "launcher_options"
+SERVING_MODEL_BASE_KEY = "serving_model_base"
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 WORKER_LOGS_DIR = "worker_logs"
@@ -51,6 +53,7 @@ class MultiWorkerTrainerSpec(types.ComponentSpec):
         CONFIG_KEY: ExecutionParameter(type=str),
         LAUNCHER_KEY: ExecutionParameter(type=str),
         LAUNCHER_OPTIONS_KEY: ExecutionParameter(type=str, optional=True),
+        SERVING_MODEL_BASE_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -71,6 +74,9 @@ class Executor(base_executor.BaseExecutor):
         launcher = make_launcher(exec_properties[LAUNCHER_KEY], exec_properties.get(LAUNCHER_OPTIONS_KEY))
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
         model_run = artifact_utils.get_single_instance(output_dict[MODEL_RUN_KEY])
+        # Resolved once, here: every worker (and every restart) loads the same source.
+        init_source = warm_start.resolve_init_source(config.init_from,
+                                                     exec_properties.get(SERVING_MODEL_BASE_KEY) or "")
         job = TrainingJob(
             config=config,
             train_uri=artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], TRAIN_SPLIT),
@@ -79,9 +85,11 @@ class Executor(base_executor.BaseExecutor):
             serving_model_dir=path_utils.serving_model_dir(model.uri),
             run_dir=model_run.uri,
             scratch_dir=self._scratch_dir(model_run.uri),
+            init_weights_from=init_source,
         )
-        logger.info("MultiWorkerTrainer: %d worker(s) via %r launcher, global batch %d, scratch %s",
-                    config.workers, exec_properties[LAUNCHER_KEY], config.global_batch_size, job.scratch_dir)
+        logger.info("MultiWorkerTrainer: %d worker(s) via %r launcher, global batch %d, scratch %s, initial "
+                    "weights: %s", config.workers, exec_properties[LAUNCHER_KEY], config.global_batch_size,
+                    job.scratch_dir, init_source or "from scratch")
         result = launcher.launch(job)
         history.write_history(result.history, model_run.uri)
         _keep_worker_logs(result, model_run.uri)
@@ -90,6 +98,13 @@ class Executor(base_executor.BaseExecutor):
         model.set_string_custom_property("labels", json.dumps(list(config.labels)))
         model.set_string_custom_property("training_precision", config.precision)
         model.set_string_custom_property("serving_precision", serving_precision(config))
+        model.set_string_custom_property("init_from", init_source or "scratch")
+        if init_source:
+            report = warm_start.read_report(job.scratch_dir)
+            if report is None:
+                raise RuntimeError(f"the chief wrote no warm-start report ({warm_start.report_path(job.scratch_dir)}) "
+                                   f"although the run started from {init_source}")
+            model.set_string_custom_property("reinitialized", json.dumps(report["reinitialized"]))
 
     def _scratch_dir(self, fallback_root: str) -> str:
         ctx = self._context
@@ -130,11 +145,18 @@ class MultiWorkerTrainer(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel,
                  config: TrainingConfig | str, launcher: str = "local",
-                 launcher_options: Mapping[str, Any] | str | None = None):
+                 launcher_options: Mapping[str, Any] | str | None = None, serving_model_base: str = ""):
+        """``serving_model_base`` (``<serving_dir>/<model_name>``) is where ``init_from: serving`` finds the
+        served model; required then."""
         if isinstance(config, str):
             config = TrainingConfig.from_json(config)
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig or its JSON, got {type(config).__name__}")
+        if not isinstance(serving_model_base, str):
+            raise TypeError(f"serving_model_base must be a path string, got {serving_model_base!r}")
+        if config.init_from == warm_start.SERVING and not serving_model_base:
+            raise ValueError("init_from 'serving' needs serving_model_base (<serving_dir>/<model_name>, where the "
+                             "served versions are)")
         options_json = json.dumps(parse_launcher_options(launcher_options), sort_keys=True)
         make_launcher(launcher, options_json)  # fail at pipeline definition, not hours later in the run
         spec = MultiWorkerTrainerSpec(
@@ -143,6 +165,7 @@ class MultiWorkerTrainer(base_component.BaseComponent):
             config=config.to_json(),
             launcher=launcher,
             launcher_options=options_json,
+            serving_model_base=serving_model_base,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )

@@ -16,6 +16,8 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "float32", "bfloat16")
 EXPORT_PRECISIONS = ("float32", "bfloat16", "training")
 DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
+INIT_FROM_HELP = ("'none' (from scratch), 'serving' (the model currently served) or a path (a SavedModel directory, "
+                  "a TFX Model artifact directory, a serving model base or a Keras .h5 weights file)")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
@@ -80,6 +82,15 @@ class TrainingConfig:
     # float32 rate on a CPU without AVX512-BF16 (bench/README.md), so the export is float32 whatever trained it,
     # unless this says "bfloat16" or "training" (the resolved training precision).
     export_precision: str = "float32"
+    # Warm start: where the initial weights come from. "none": from scratch. "serving": the model currently served
+    # (the highest complete version under <serving_dir>/<model_name>, as the Evaluator's baseline; from scratch while
+    # none is). Anything else is a path: a SavedModel directory of this model (a pushed version), a TFX Model artifact
+    # directory (its Format-Serving/), a serving model base (its newest complete version) or a Keras .h5 weights file.
+    # Variables are matched by name (Keras' _1, _2 instance suffixes ignored) and shape; those of another shape (the
+    # head, when the labels changed) and those the source lacks keep their fresh initialization and are recorded on
+    # the Model artifact (``reinitialized``).
+    # A resumed run (BackupAndRestore) continues from its checkpoint, not from this source.
+    init_from: str = "none"
 
     def __post_init__(self) -> None:
         # Accept lists (JSON) but store tuples so the config stays hashable and immutable.
@@ -126,6 +137,10 @@ class TrainingConfig:
             raise ValueError(f"export_precision must be one of {EXPORT_PRECISIONS}, got {self.export_precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not isinstance(self.init_from, str):
+            raise TypeError(f"init_from must be a str ({INIT_FROM_HELP}), got {self.init_from!r}")
+        if not self.init_from.strip() or self.init_from != self.init_from.strip() or "\n" in self.init_from:
+            raise ValueError(f"init_from must be {INIT_FROM_HELP}, got {self.init_from!r}")
 
     @property
     def global_batch_size(self) -> int:
@@ -175,6 +190,8 @@ class TrainingJob:
     workers (BackupAndRestore checkpoints, per-worker logs, progress and weight checksums).
     ``model_builder`` is the 'module:function' import path of a callable with ``build_classifier``'s
     signature ``(num_classes, clip_shape, dropout=)`` returning a built Keras model.
+    ``init_weights_from`` is ``config.init_from`` resolved by the executor (a SavedModel directory or an .h5
+    file every worker loads its initial weights from), "" to train from scratch.
     """
     config: TrainingConfig
     train_uri: str
@@ -184,10 +201,13 @@ class TrainingJob:
     run_dir: str
     scratch_dir: str
     model_builder: str = DEFAULT_MODEL_BUILDER
+    init_weights_from: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
+        if not isinstance(self.init_weights_from, str):
+            raise TypeError(f"init_weights_from must be a path or '' (from scratch), got {self.init_weights_from!r}")
         for field in ("train_uri", "eval_uri", "transform_graph_uri", "serving_model_dir", "run_dir",
                       "scratch_dir", "model_builder"):
             value = getattr(self, field)

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import transform_module
-from components.trainer import history
+from components.trainer import history, warm_start
 from components.trainer.cluster import cluster_info
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig, TrainingJob
 from components.trainer.precision import compute_precision
@@ -283,7 +283,8 @@ def weights_path(scratch_dir: str, worker_index: int) -> str:
 def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains on the cluster described by TF_CONFIG; the chief exports the serving model.
 
-    Returns this worker's final weights digest (also written to ``<scratch>/weights/worker-<i>.json``).
+    Returns this worker's final weights digest (also written to ``<scratch>/weights/worker-<i>.json``): ``initial``
+    is the digest before training (after the warm start, if any), ``warm_start`` the warm-start report or None.
     """
     from components.trainer.export import export_serving_model  # keeps the worker import graph lazy
 
@@ -310,9 +311,19 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     eval_ds = (make_dataset(split_files(job.eval_uri), tft_output, config, training=False)
                if config.eval_steps > 0 else None)
 
+    # Warm start: read outside the strategy's scope (loading a SavedModel creates variables, which MWMS would
+    # broadcast); every worker reads the same source, so the replicas start identical.
+    init_weights = warm_start.read_source_weights(job.init_weights_from) if job.init_weights_from else None
     with strategy.scope():
         model = build_model(config, job.model_builder)
         compile_model(model, config)
+        warm_report = None
+        if init_weights is not None:
+            # Assigned before BackupAndRestore restores anything: a resumed run continues from its checkpoint.
+            warm_report = warm_start.assign_initial_weights(model, init_weights, job.init_weights_from)
+            logger.info("worker %d: warm start from %s: %d variables loaded, reinitialized: %s", me,
+                        job.init_weights_from, warm_report["loaded"], warm_report["reinitialized"])
+            del init_weights
         # MWMS broadcasts every new variable's initial value from the chief with a collective that has no
         # timeout. Optimizer slots are normally created lazily inside the first train step, where a hung
         # peer would then block the others forever; creating them here keeps the training steps to
@@ -321,6 +332,8 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     # get_weights is collective under MWMS (sync-on-read variables such as batch-norm statistics are
     # all-reduced when read), so every worker reads the weights at the same points, and only here.
     initial = weights_digest(model.get_weights())
+    if warm_report is not None and cluster.is_chief:
+        write_json(warm_start.report_path(job.scratch_dir), warm_report)   # read back by the executor
 
     tensorboard_dir = job.run_dir if cluster.is_chief else os.path.join(job.scratch_dir, "tensorboard", f"worker-{me}")
     backup_dir = os.path.join(job.scratch_dir, "backup")
@@ -342,7 +355,7 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     # timeout; a file barrier first means the collective read below starts with every worker present.
     wait_for_peers(os.path.join(job.scratch_dir, "fit_done", f"attempt-{attempt}"), me, cluster.num_workers)
     weights = model.get_weights()
-    digest = {"worker": me, "initial": initial, **weights_digest(weights)}
+    digest = {"worker": me, "initial": initial, **weights_digest(weights), "warm_start": warm_report}
     write_json(weights_path(job.scratch_dir, me), digest)
     done_marker = os.path.join(job.scratch_dir, "done", f"attempt-{attempt}")
     if cluster.is_chief:

@@ -103,7 +103,7 @@ def _tfx_like_spec(schema="2.1.0"):
         "components": {
             "Ingest": {"executorLabel": "Ingest_executor", "inputDefinitions": {"parameters": {
                 "input_base": {"parameterType": "STRING"}, "input_config": {"parameterType": "STRING"},
-                "input_fingerprint": {"parameterType": "STRING"}}}},
+                "input_fingerprint": {"parameterType": "STRING"}, "span_config": {"parameterType": "STRING"}}}},
             "ClipGen": {"executorLabel": "ClipGen_executor"}},
         "deploymentSpec": {"executors": {
             "Ingest_executor": {"container": {"image": "img:1", "command": tfx_command, "args": ["x"],
@@ -116,7 +116,8 @@ def _tfx_like_spec(schema="2.1.0"):
                        "inputs": {"parameters": {
                            "input_base": {"runtimeValue": {"constant": "gs://b/videos"}},
                            "input_config": {"runtimeValue": {"constant": '{"splits": []}'}},
-                           "input_fingerprint": {"runtimeValue": {"constant": ""}}}}},
+                           "input_fingerprint": {"runtimeValue": {"constant": ""}},
+                           "span_config": {"runtimeValue": {"constant": "{}"}}}}},
             "ClipGen": {"taskInfo": {"name": "ClipGen"}, "componentRef": {"name": "ClipGen"},
                         "dependentTasks": ["Ingest"]}}}}}
 
@@ -129,7 +130,8 @@ def test_spec_rewrite_wires_the_fingerprint_task_into_ingest():
     task = tasks["input-fingerprint"]
     assert task["cachingOptions"] == {"enableCache": False}
     assert task["inputs"]["parameters"] == {"input_base": {"runtimeValue": {"constant": "gs://b/videos"}},
-                                            "input_config": {"runtimeValue": {"constant": '{"splits": []}'}}}
+                                            "input_config": {"runtimeValue": {"constant": '{"splits": []}'}},
+                                            "span_config": {"runtimeValue": {"constant": "{}"}}}
     container = out["deploymentSpec"]["executors"]["input-fingerprint_executor"]["container"]
     assert container["image"] == "img:1" and container["command"] == ["python", "-m", "pipeline.kfp_caching"]
     assert "{{$.outputs.parameters['input_fingerprint'].output_file}}" in container["args"]

@@ -105,7 +105,20 @@ def test_schedule_creates_a_cron_recurring_run_that_never_overlaps(kfp_host, pac
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert int(recurring["max_concurrency"]) == 1
     assert recurring["mode"] == "ENABLE"
-    assert set(recurring["pipeline_spec"]["root"]["dag"]["tasks"]) >= {"Trainer", "Pusher"}
+    assert recurring["no_catchup"] is True                      # a paused schedule does not backfill every interval
+    tasks = recurring["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert set(tasks) >= {"Trainer", "Pusher"}
+    # the compiled caching options, untouched: steps cached, the input-fingerprint task never
+    assert tasks["Trainer"]["cachingOptions"]["enableCache"] is True
+    assert not tasks["input-fingerprint"].get("cachingOptions", {}).get("enableCache")
+
+
+def test_schedule_without_cache_runs_every_step(kfp_host, package):
+    from pipeline.kubeflow_runner import schedule
+    schedule(package, kfp_host, experiment="video", cron="0 0 3 * * *", job_name="nightly", cache=False)
+    (recurring,) = FakeKfpApi.recurring_runs
+    tasks = recurring["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
 
 
 def test_schedule_rejects_a_five_field_cron(package):
