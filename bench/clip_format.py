@@ -280,7 +280,7 @@ def _transform_pipeline(root: str, data_dir: str, labels: list[str], materialize
     transform = tfx.components.Transform(
         examples=clipgen.outputs["clips"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="components.transform_module.preprocessing_fn",
-        custom_config={"clip_shape": clipgen.clip_shape, "labels": clipgen.labels},
+        custom_config={"clip_shape": clipgen.clip_shape},
         materialize=materialize, disable_statistics=True)
     return tfx.dsl.Pipeline(
         pipeline_name="clip-bench", pipeline_root=os.path.join(root, "pipeline"),

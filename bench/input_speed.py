@@ -40,7 +40,7 @@ def build_transform_graph(clip_files: list[str], labels: list[str], clip_shape, 
         rows.append({k: parsed[k].numpy() for k in spec})
     if not rows:
         raise ValueError(f"no clip records in {clip_files!r}")
-    custom_config = {"clip_shape": list(clip_shape), "labels": list(labels)}
+    custom_config = {"clip_shape": list(clip_shape)}
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
     with beam.Pipeline(argv=["--direct_running_mode=in_memory", "--direct_num_workers=1"]) as pipeline, \
             tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):

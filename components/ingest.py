@@ -59,7 +59,7 @@ import logging
 import os
 import time
 import zlib
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -75,7 +75,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from components import spans, video_format
+from components import label_maps, spans, video_format
 from components.spans import (CLIP_STORE_KEY, INGESTED_PROPERTY, REUSED_PROPERTY, WINDOW_PROPERTY,
                               examples_file_prefix)
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
@@ -93,6 +93,7 @@ DEFAULT_MAX_RECORD_BYTES = 1 << 30   # 1 GiB: far above any video record, far be
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 SPAN_CONFIG_KEY = "span_config"
+LABELS_KEY = "labels"
 DEAD_LETTER_KEY = "dead_letter"
 STATS_KEY = "ingest_stats"
 INGEST_STATS_FILENAME = "ingest_stats.json"
@@ -497,6 +498,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for name, n in stats["outputs"].items():
             examples.set_int_custom_property(f"{name}_examples", int(n))
         record_window(examples, window, [s.span for s in todo], reused)
+        configured = json.loads(exec_properties.get(LABELS_KEY) or "[]")
+        labels = configured or label_maps.window_labels(
+            input_base, json.loads(span_config).get("label_map", spans.DEFAULT_LABEL_MAP), [s.span for s in window.spans])
+        label_maps.record(examples, labels, label_maps.CONFIG if configured else label_maps.DATA)
+        logger.info("Ingest: label map of the run (%s): %s", "configured" if configured else "from the data", labels)
         for name, s in stats["inputs"].items():
             logger.info("Ingest[%s]: %d files, %d records in, %d ok, %d rejected %s", name, s["files"],
                         s["records_in"], s["records_ok"], s["rejected"], s["rejected_by_reason"])
@@ -585,6 +591,8 @@ class VideoIngestSpec(standard_component_specs.FileBasedExampleGenSpec):
         SPAN_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
         # Where ClipGen records which span's clips it cut (components/spans.py); "" when the window is one span.
         CLIP_STORE_KEY: ExecutionParameter(type=str, optional=True),
+        # Configured labels (JSON list); empty: the window's label maps, read at run time (components/label_maps.py).
+        LABELS_KEY: ExecutionParameter(type=str, optional=True),
     }
     OUTPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -601,7 +609,8 @@ class VideoIngest(FileBasedExampleGen):
     def __init__(self, input_base: str, input_config: example_gen_pb2.Input,
                  output_config: example_gen_pb2.Output | None = None, *, id_feature: str = DEFAULT_ID_FEATURE,
                  max_rejected_fraction: float = 1.0, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 input_fingerprint: str = "", span_config: str = "", clip_store: str = ""):
+                 input_fingerprint: str = "", span_config: str = "", clip_store: str = "",
+                 labels: Sequence[str] = ()):
         _check_id_feature(id_feature)
         check_max_rejected_fraction(max_rejected_fraction)
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
@@ -615,7 +624,7 @@ class VideoIngest(FileBasedExampleGen):
             id_feature=id_feature, max_rejected_fraction=float(max_rejected_fraction),
             max_record_bytes=max_record_bytes, input_fingerprint=input_fingerprint,
             span_config=span_config or spans.span_config_json({s.name: s.pattern for s in input_config.splits}),
-            clip_store=clip_store,
+            clip_store=clip_store, labels=json.dumps(list(labels)),
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=IngestDeadLetter),
             ingest_stats=types.Channel(type=IngestStatistics))
@@ -630,13 +639,15 @@ def make_video_example_gen(input_base: str, mode: str = PRE_SPLIT, *, train_patt
                            max_rejected_fraction: float = 1.0,
                            max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, window_spans: int = 1,
                            newest_span=spans.LATEST, on_missing_span: str = spans.FAIL,
-                           clip_store: str = "") -> VideoIngest:
+                           clip_store: str = "", label_map: str = spans.DEFAULT_LABEL_MAP,
+                           labels: Sequence[str] = ()) -> VideoIngest:
     """VideoIngest reading video SequenceExample TFRecords under ``input_base`` (see module docstring).
 
     Patterns are globs relative to ``input_base``; TFRecords may be uncompressed or gzipped (``.gz``). They may
     hold TFX's span specs; ``window_spans``, ``newest_span`` and ``on_missing_span`` choose the spans read
     (components/spans.py), and ``clip_store`` is where ClipGen records the spans it cut, so that a later run reads
-    only its new spans.
+    only its new spans. ``labels``: the run's label map when configured; empty: the union of the window's label map
+    files (``label_map``, relative to ``input_base``; components/label_maps.py).
     ``eval_percent`` applies to SPLIT_BY_ID only; ``id_feature`` names the video id (split key in SPLIT_BY_ID,
     de-duplication key in both modes)."""
     if not isinstance(input_base, str) or not input_base:
@@ -644,11 +655,11 @@ def make_video_example_gen(input_base: str, mode: str = PRE_SPLIT, *, train_patt
     raw = video_input_config(mode, train_pattern, eval_pattern, records_pattern)
     patterns = {split.name: split.pattern for split in raw.splits}
     span_config = spans.span_config_json(patterns, window_spans=window_spans, newest_span=newest_span,
-                                         on_missing_span=on_missing_span)
+                                         on_missing_span=on_missing_span, label_map=label_map)
     input_config = video_input_config(mode, *(spans.SpanPattern(p).glob() for p in
                                               (train_pattern, eval_pattern, records_pattern)))
     output_config = split_by_id_output_config(eval_percent, id_feature) if mode == SPLIT_BY_ID else None
     return VideoIngest(input_base=input_base, input_config=input_config, output_config=output_config,
                        id_feature=id_feature, max_rejected_fraction=max_rejected_fraction,
                        max_record_bytes=max_record_bytes, span_config=span_config,
-                       clip_store=clip_store if window_spans > 1 else "")
+                       clip_store=clip_store if window_spans > 1 else "", labels=labels)

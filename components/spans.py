@@ -40,6 +40,7 @@ _VERSION_RE = re.compile(r"\{VERSION(?::(\d+))?\}")
 _DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
 
 
+DEFAULT_LABEL_MAP = "label_map.txt"
 # Ingest's and ClipGen's shared names: the clip store parameter, and the properties Ingest records the window in.
 CLIP_STORE_KEY = "clip_store"
 WINDOW_PROPERTY, INGESTED_PROPERTY, REUSED_PROPERTY = "window", "ingested_spans", "reused_clips"
@@ -218,6 +219,18 @@ class SpanPattern:
                 return None    # e.g. 20261341: not a date, not a span
             return (day - _EPOCH).days, version
         return None, None
+
+    def for_span(self, span: int | None) -> str:
+        """The pattern with this span's number (or date) written in: a label map's path for a span."""
+        if self.has_version:
+            raise ValueError(f"{self.pattern!r}: a per-span file cannot have a {{VERSION}}")
+        if span is None or self.kind is None:
+            return self.pattern
+        if self.kind == "date":
+            day = _EPOCH + datetime.timedelta(days=span)
+            return (self.pattern.replace("{YYYY}", f"{day.year:04d}").replace("{MM}", f"{day.month:02d}")
+                    .replace("{DD}", f"{day.day:02d}"))
+        return _SPAN_RE.sub(lambda m: str(span).zfill(int(m.group(1) or 0)), self.pattern)
 
     def format_span(self, span: int | None) -> str:
         """A span as the pattern writes it: 20261202 for a date pattern, 7 for a span pattern."""
@@ -406,8 +419,10 @@ def reusable_entry(store: str, span_files: SpanFiles) -> dict | None:
 # ---- Ingest's ``span_config`` parameter ----------------------------------------------------------------------
 
 def span_config_json(patterns: Mapping[str, str], *, window_spans: int = 1, newest_span=LATEST,
-                     on_missing_span: str = FAIL) -> str:
-    """What Ingest carries as its ``span_config`` parameter (validated now, resolved at run time)."""
+                     on_missing_span: str = FAIL, label_map: str = DEFAULT_LABEL_MAP) -> str:
+    """What Ingest carries as its ``span_config`` parameter (validated now, resolved at run time). ``label_map``:
+    the label map file relative to the input base, per span when it holds the patterns' span specs
+    (components/label_maps.py)."""
     kinds = {SpanPattern(p).kind for p in patterns.values()}
     if len(kinds) != 1:
         raise ValueError(f"all input patterns must use the same span specs, got {dict(patterns)}")
@@ -419,12 +434,16 @@ def span_config_json(patterns: Mapping[str, str], *, window_spans: int = 1, newe
         raise ValueError(f"window_spans must be an integer >= 1, got {window_spans!r}")
     if on_missing_span not in ON_MISSING_SPAN:
         raise ValueError(f"on_missing_span must be one of {ON_MISSING_SPAN}, got {on_missing_span!r}")
+    label_kind = SpanPattern(label_map).kind
+    if label_kind not in (None, kind) or SpanPattern(label_map).has_version:
+        raise ValueError(f"label_map {label_map!r} must use the input patterns' span specs or none, and no "
+                         f"{{VERSION}} (patterns: {dict(patterns)})")
     if newest_span != TODAY:
         parse_newest_span(newest_span, kind)
     elif kind != "date":
         raise ValueError("newest_span 'today' needs date patterns ({YYYY}{MM}{DD})")
     return json.dumps({"patterns": dict(patterns), "window_spans": window_spans, "newest_span": newest_span,
-                       "on_missing_span": on_missing_span}, sort_keys=True)
+                       "on_missing_span": on_missing_span, "label_map": label_map}, sort_keys=True)
 
 
 def resolve_from_config(input_base: str, span_config: str, today: datetime.date | None = None) -> Window:

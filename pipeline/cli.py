@@ -74,6 +74,8 @@ def _print_summary(summary, config) -> None:
     print(f"  total        {summary.seconds:>7.1f}s")
     for name, value in sorted(summary.metrics.items()):
         print(f"  eval {name}: {value}")
+    if summary.new_classes:
+        print(f"  new classes (not in the model served before this run): {', '.join(summary.new_classes)}")
     if summary.blessed is not None:
         print(f"  blessed: {summary.blessed}")
     for failure in summary.gate_failures:

@@ -72,6 +72,9 @@ class IngestConfig:
     window_spans: int = 1
     newest_span: Any = "latest"
     on_missing_span: str = "fail"
+    # The label map relative to data_dir: one file, or one per span with the patterns' span specs
+    # (span-{SPAN}/label_map.txt); the run's label map is the union over the window (components/label_maps.py).
+    label_map: str = "label_map.txt"
 
     def __post_init__(self):
         import datetime
@@ -90,7 +93,8 @@ class IngestConfig:
     def check(self, data_layout: str) -> None:
         try:
             span_config_json(self.patterns(data_layout), window_spans=self.window_spans,
-                             newest_span=self.newest_span, on_missing_span=self.on_missing_span)
+                             newest_span=self.newest_span, on_missing_span=self.on_missing_span,
+                             label_map=self.label_map)
         except ValueError as exc:
             raise ConfigError(f"ingest: {exc}") from None
 
@@ -196,7 +200,10 @@ class RunConfig:
     metadata_path: str = "runs/demo/metadata.sqlite"
     serving_dir: str = "runs/demo/serving"      # TF Serving model base path: <serving_dir>/<model_name>/<version>
     model_name: str = "bresnet"
-    labels: tuple[str, ...] = ()                # empty: read <data_dir>/label_map.txt
+    # The class names. Empty: the run's label map, read from the data when the run starts (ingest.label_map, the
+    # union over the window's spans; components/label_maps.py). Configured, they also allow a window that lacks a
+    # class the served model knows.
+    labels: tuple[str, ...] = ()
     data_layout: str = "pre_split"              # "pre_split": train/*, eval/*; "split_by_id": one folder, hashed ids
     ingest: IngestConfig = IngestConfig()       # input patterns, spans and the training window
     max_rejected_fraction: float = 0.2          # Ingest and ClipGen fail the run above this (per split)
@@ -235,22 +242,14 @@ class RunConfig:
                               on_missing_span=self.ingest.on_missing_span, today=today)
 
     def training_config(self) -> TrainingConfig:
-        if not self.labels:
-            raise ConfigError("labels are empty: call with_labels() or set labels")
+        """The Trainer's config; with ``labels`` empty the Trainer takes the run's label map from its clips."""
         return TrainingConfig(labels=self.labels, clip_shape=self.clips.shape, **self.training)
 
-    def with_labels(self) -> "RunConfig":
-        """The same config with ``labels`` read from the data's label map when not given."""
-        if self.labels:
-            return self
-        from components import gcs
-        from components.video_format import LABEL_MAP_FILENAME, LabelMap
-        path = self.data_dir.rstrip("/") + "/" + LABEL_MAP_FILENAME
-        try:
-            labels = LabelMap(line.strip() for line in gcs.read_text(path).splitlines() if line.strip()).labels
-        except Exception as exc:
-            raise ConfigError(f"labels not configured and {path} not readable: {exc}") from None
-        return dataclasses.replace(self, labels=tuple(labels))
+    def label_map_path(self) -> str:
+        """The label map file when it is one for every span (``ingest.label_map`` without span specs), else ""."""
+        if SpanPattern(self.ingest.label_map).kind is not None:
+            return ""
+        return f"{self.data_dir.rstrip('/')}/{self.ingest.label_map}"
 
 
 # The demo recipe (README "Demo", measured with bench/demo_accuracy.py on the demo clips, oneDNN capped at AVX2, so

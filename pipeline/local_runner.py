@@ -29,6 +29,7 @@ class RunSummary:
     gate_failures: list[dict]
     component_seconds: dict[str, float]
     skipped: str | None = None    # why the run did nothing (ingest.on_missing_span: skip)
+    new_classes: list[str] = dataclasses.field(default_factory=list)   # trained now, not known to the served model
 
 
 class _ComponentTimer(logging.Handler):
@@ -51,7 +52,6 @@ class _ComponentTimer(logging.Handler):
 
 
 def run_local(config: RunConfig) -> RunSummary:
-    config = config.with_labels()
     # Before anything is cached: a missing newest span fails here (on_missing_span: fail), or skips the run.
     window = config.resolve_window()
     if window.spans[-1].span is not None:
@@ -99,8 +99,10 @@ def summarize(config: RunConfig) -> RunSummary:
     with metadata.Metadata(connection) as m:
         def newest(type_name):
             artifacts = m.store.get_artifacts_by_type(type_name)
+            if type_name == "Model":   # the Trainer's, not the Baseline's snapshot of the served one
+                artifacts = [a for a in artifacts if "new_classes" in a.custom_properties]
             return max(artifacts, key=lambda a: a.id) if artifacts else None
-        evaluation, pushed = newest("ModelEvaluation"), newest("PushedModel")
+        evaluation, pushed, model = newest("ModelEvaluation"), newest("PushedModel"), newest("Model")
         component_seconds = _component_seconds(m.store)
 
     metrics, failures, blessed = {}, [], None
@@ -123,8 +125,12 @@ def summarize(config: RunConfig) -> RunSummary:
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         pushed_version = pushed.custom_properties["pushed_version"].string_value
         pushed_path = pushed.custom_properties["pushed_destination"].string_value
+    new_classes = []
+    if model is not None and "new_classes" in model.custom_properties:
+        new_classes = json.loads(model.custom_properties["new_classes"].string_value)
     return RunSummary(seconds=0.0, blessed=blessed, pushed_version=pushed_version, pushed_path=pushed_path,
-                      metrics=metrics, gate_failures=failures, component_seconds=component_seconds)
+                      metrics=metrics, gate_failures=failures, component_seconds=component_seconds,
+                      new_classes=new_classes)
 
 
 def is_candidate(key) -> bool:

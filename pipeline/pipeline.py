@@ -27,7 +27,6 @@ TRANSFORM_FN = "components.transform_module.preprocessing_fn"
 
 
 def create_components(config: RunConfig, launcher: str = "local", launcher_options: dict | None = None) -> list:
-    config = config.with_labels()  # reads <data_dir>/label_map.txt when labels are not configured
     clips = config.clips
     store = clip_store(config)
     ingest = make_video_example_gen(config.data_dir, mode=config.data_layout,
@@ -35,6 +34,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
                                     records_pattern=config.ingest.records_pattern,
                                     window_spans=config.ingest.window_spans, newest_span=config.ingest.newest_span,
                                     on_missing_span=config.ingest.on_missing_span, clip_store=store,
+                                    label_map=config.ingest.label_map, labels=config.labels,
                                     max_rejected_fraction=config.max_rejected_fraction)
     clipgen = ClipGen(
         examples=ingest.outputs["examples"],
@@ -47,7 +47,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
     transform = Transform(
         examples=clipgen.outputs["clips"], schema=schema.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
-        custom_config={"clip_shape": list(clips.shape), "labels": list(config.labels)},
+        custom_config={"clip_shape": list(clips.shape)},
         materialize=False,            # the Trainer applies the TFT layer in tf.data (see README: measured)
         disable_statistics=True)
     trainer = MultiWorkerTrainer(
@@ -61,7 +61,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         examples=clipgen.outputs["clips"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["baseline"],
         example_splits=["eval"],
-        eval_config=make_eval_config(len(config.labels), config.gate.min_accuracy,
+        eval_config=make_eval_config(len(config.labels) or None, config.gate.min_accuracy,
                                      config.gate.max_accuracy_drop, config.gate.top_k))
     pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                            serving_base_dir=config.serving_dir, model_name=config.model_name)

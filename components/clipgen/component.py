@@ -74,14 +74,16 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, *, num_frames: int, height: int, width: int,
-                 labels: Sequence[str], frame_stride: int = 1, resize_short_side: int | None = None,
+                 labels: Sequence[str] = (), frame_stride: int = 1, resize_short_side: int | None = None,
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
                  compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0, clip_store: str = ""):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
-            labels=tuple(labels) if isinstance(labels, (list, tuple)) else labels,
+            # no labels: the run's label map, which Ingest reads from the data window (components/label_maps.py);
+            # a placeholder stands in for it while the other arguments are checked
+            labels=(tuple(labels) or ("(from the data)",)) if isinstance(labels, (list, tuple)) else labels,
             clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval, seed=seed,
             resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys),
             max_frame_pixels=max_frame_pixels)
@@ -94,7 +96,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
             width=config.width, resize_short_side=config.resize_short_side,
             clips_per_video_train=config.clips_per_video_train, clips_per_video_eval=config.clips_per_video_eval,
-            seed=config.seed, labels=json.dumps(list(config.labels)),
+            seed=config.seed, labels=json.dumps(list(config.labels) if labels else []),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
             compression_level=compression_level, num_shards=num_shards, clip_store=clip_store,

@@ -15,6 +15,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import label_maps
 from components.clipgen import transforms
 from components.clipgen.extract import DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict
 from components.clipgen.window import SpanWindow
@@ -57,8 +58,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
-        config = config_from_exec_properties(exec_properties)
         examples = input_dict[EXAMPLES_KEY]
+        labels, label_source = run_labels(exec_properties, examples)
+        config = config_from_exec_properties({**exec_properties, "labels": json.dumps(labels)})
         splits = _common_split_names(examples)
         for artifact in examples:
             payload = examples_utils.get_payload_format(artifact)
@@ -73,6 +75,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         clips.split_names = artifact_utils.encode_split_names(splits)
         examples_utils.set_payload_format(clips, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(clips, "tfrecords_gzip")
+        label_maps.record(clips, config.labels, label_source)
         parts_dir = os.path.join(clip_stats.uri, _PARTS_DIR)
 
         window = SpanWindow.of(examples)
@@ -125,6 +128,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         enforce_max_rejected_fraction("ClipGen", stats, "videos",
                                       float(exec_properties.get("max_rejected_fraction", 1.0)), dead_letter.uri)
         window.register(exec_properties.get(CLIP_STORE_KEY) or "", clips, splits, per_span)
+
+
+def run_labels(exec_properties: dict[str, Any], examples: list[types.Artifact]) -> tuple[list[str], str]:
+    """ClipGen's labels when configured, else the run's label map Ingest recorded (components/label_maps.py)."""
+    configured = json.loads(exec_properties.get("labels") or "[]")
+    if configured:
+        return configured, label_maps.CONFIG
+    labels, source = label_maps.recorded(examples[0]) if examples else ([], "")
+    if not labels:
+        raise ValueError("ClipGen: no labels configured and the input examples record no label map "
+                         f"({examples[0].uri if examples else 'no input'}): configure labels, or feed it the "
+                         "examples of this project's Ingest")
+    return labels, source
 
 
 def check_accounting(split: str, stats: dict, clips_per_video: int) -> None:

@@ -27,6 +27,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
 
+from components import label_maps
 from components.trainer import history, warm_start
 from components.trainer.config import TrainingConfig, TrainingJob
 from components.trainer.launcher import LaunchResult, make_launcher
@@ -71,12 +72,13 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         config = resolve_precision_once(TrainingConfig.from_json(exec_properties[CONFIG_KEY]))
+        serving_model_base = exec_properties.get(SERVING_MODEL_BASE_KEY) or ""
+        config, new_classes = resolve_labels(config, input_dict[EXAMPLES_KEY], serving_model_base)
         launcher = make_launcher(exec_properties[LAUNCHER_KEY], exec_properties.get(LAUNCHER_OPTIONS_KEY))
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
         model_run = artifact_utils.get_single_instance(output_dict[MODEL_RUN_KEY])
         # Resolved once, here: every worker (and every restart) loads the same source.
-        init_source = warm_start.resolve_init_source(config.init_from,
-                                                     exec_properties.get(SERVING_MODEL_BASE_KEY) or "")
+        init_source = warm_start.resolve_init_source(config.init_from, serving_model_base)
         job = TrainingJob(
             config=config,
             train_uri=artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], TRAIN_SPLIT),
@@ -96,6 +98,7 @@ class Executor(base_executor.BaseExecutor):
         model_run.set_int_custom_property("attempts", result.attempts)
         model.set_int_custom_property("workers", config.workers)
         model.set_string_custom_property("labels", json.dumps(list(config.labels)))
+        model.set_string_custom_property("new_classes", json.dumps(new_classes))
         model.set_string_custom_property("training_precision", config.precision)
         model.set_string_custom_property("serving_precision", serving_precision(config))
         model.set_string_custom_property("init_from", init_source or "scratch")
@@ -116,6 +119,32 @@ class Executor(base_executor.BaseExecutor):
             except RuntimeError:
                 pass
         return os.path.join(fallback_root, "scratch")
+
+
+def resolve_labels(config: TrainingConfig, examples: list[types.Artifact],
+                   serving_model_base: str) -> tuple[TrainingConfig, list[str]]:
+    """The labels this run trains: configured, or the run's label map ClipGen recorded on the clips
+    (components/label_maps.py); checked against the served model's, and the classes new to this run."""
+    labels, source = list(config.labels), label_maps.CONFIG
+    if not labels:
+        labels, source = label_maps.recorded(examples[0])
+        if not labels:
+            raise ValueError(f"MultiWorkerTrainer: no labels configured and the clips ({examples[0].uri}) record no "
+                             "label map")
+        config = dataclasses.replace(config, labels=tuple(labels))
+    served = None
+    if serving_model_base:
+        from components.pusher import latest_version_path   # TFX imports: executor side only
+        latest = latest_version_path(serving_model_base)
+        if latest:
+            served = label_maps.served_labels(latest)
+            if served is None:
+                logger.info("the served model %s records no labels (exported before assets.extra/labels.txt): "
+                            "its classes are not compared with this run's", latest)
+    new = label_maps.check_against_served(labels, source, served, f"the served model under {serving_model_base}")
+    logger.info("labels (%s): %s%s", "configured" if source == label_maps.CONFIG else "the window's label map",
+                labels, f"; new since the served model: {new}" if new else "")
+    return config, new
 
 
 def resolve_precision_once(config: TrainingConfig) -> TrainingConfig:

@@ -97,7 +97,7 @@ class TrainingConfig:
         if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, Sequence):
             raise TypeError(f"labels must be a sequence of class names, got {self.labels!r}")
         object.__setattr__(self, "labels", tuple(self.labels))
-        if len(self.labels) < 2:
+        if len(self.labels) == 1:   # empty: the run's label map, filled in by the Trainer's executor
             raise ValueError(f"labels must name at least 2 classes, got {list(self.labels)!r}")
         bad = [l for l in self.labels if not isinstance(l, str) or not l or "\n" in l]
         if bad:
@@ -206,6 +206,8 @@ class TrainingJob:
     def __post_init__(self) -> None:
         if not isinstance(self.config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(self.config).__name__}")
+        if not self.config.labels:
+            raise ValueError("a TrainingJob needs the labels to train (config.labels is empty)")
         if not isinstance(self.init_weights_from, str):
             raise TypeError(f"init_weights_from must be a path or '' (from scratch), got {self.init_weights_from!r}")
         for field in ("train_uri", "eval_uri", "transform_graph_uri", "serving_model_dir", "run_dir",

@@ -8,12 +8,15 @@ Signatures:
   serving_default(examples: string [None])        -> probabilities float [B,K], classes string [B,K],
                                                       top_class string [B]
   serving_frames(frames: uint8 [None,T,H,W,3])     -> same outputs
-  transform_features(examples: string [None])      -> transformed features (frames, label, video_id); the
-                                                      examples must carry labels (TFMA's preprocessing)
+  transform_features(examples: string [None])      -> transformed features (frames, label_name, label: its
+                                                      index in this model's labels, video_id); the examples
+                                                      must carry labels (TFMA's preprocessing)
+The class names are also in ``assets.extra/labels.txt``, one a line.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Sequence
 
@@ -28,6 +31,8 @@ from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig
 from components.trainer.precision import serving_precision
 from components.trainer.training import build_model
 from components.video_format import ClipKeys, clip_feature_spec, encode_frames_tensor
+
+LABELS_FILE = "assets.extra/labels.txt"
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +110,11 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
-        return model.tft_layer(parse(examples, labelled_spec))
+        # What the Evaluator feeds TFMA: the label as its index in this model's label map (-1: not in it).
+        transformed = dict(model.tft_layer(parse(examples, labelled_spec)))
+        transformed[transform_module.LABEL] = transform_module.label_indices(
+            transformed[transform_module.LABEL_NAME], labels)
+        return transformed
 
     return {
         SERVING_DEFAULT: serve_examples.get_concrete_function(),
@@ -128,6 +137,11 @@ def export_serving_model(weights: Sequence[np.ndarray], config: TrainingConfig, 
     model.tft_layer = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
     signatures = make_signatures(model, config.labels, config.clip_shape)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    # The class names as a file too (TF Serving ignores assets.extra/): a later run compares its label map with
+    # the served model's without loading it (components/trainer/labels.py).
+    tf.io.gfile.makedirs(f"{export_dir.rstrip('/')}/{os.path.dirname(LABELS_FILE)}")
+    with tf.io.gfile.GFile(f"{export_dir.rstrip('/')}/{LABELS_FILE}", "w") as f:
+        f.write("".join(f"{label}\n" for label in config.labels))
     logger.info("exported serving model to %s in %.1fs (computes in %s; signatures: %s)", export_dir,
                 time.perf_counter() - started, precision, ", ".join(sorted(signatures)))
     return export_dir

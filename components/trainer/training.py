@@ -114,7 +114,7 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
 
     def transform(serialized):
         transformed = tft_layer(tf.io.parse_example(serialized, raw_spec))
-        label = transformed[transform_module.LABEL]
+        label = transform_module.label_indices(transformed[transform_module.LABEL_NAME], config.labels)
         # A label outside the label map (-1) would silently corrupt the loss: fail loudly instead.
         tf.debugging.assert_non_negative(label, message="clip label is not in the training label map")
         return transformed[transform_module.FRAMES], label

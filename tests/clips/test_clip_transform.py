@@ -11,16 +11,16 @@ def test_label_indices_follow_the_sorted_label_map_and_unknown_is_minus_one():
     got = tm.label_indices(tf.constant(["walk", "swim", "jump", "run", ""]), labels)
     assert got.dtype == tf.int64
     assert got.numpy().tolist() == [2, -1, 0, 1, -1]
+    for bad, match in [([], "non-empty"), (["b", "a"], "sorted"), (["a", "a"], "sorted")]:
+        with pytest.raises(ValueError, match=match):
+            tm.label_indices(tf.constant(["a"]), bad)
 
 
 @pytest.mark.parametrize("config, match", [
     (None, "custom_config"),
-    ({"clip_shape": [4, 8, 8, 3]}, "custom_config"),
-    ({"clip_shape": [4, 8, 8], "labels": ["a"]}, "clip_shape"),
-    ({"clip_shape": [4, 8, 8, 1], "labels": ["a"]}, "clip_shape"),
-    ({"clip_shape": [4, 8, 8, 3], "labels": []}, "labels"),
-    ({"clip_shape": [4, 8, 8, 3], "labels": ["b", "a"]}, "sorted"),
-    ({"clip_shape": [4, 8, 8, 3], "labels": ["a", "a"]}, "sorted"),
+    ({"labels": ["a"]}, "custom_config"),
+    ({"clip_shape": [4, 8, 8]}, "clip_shape"),
+    ({"clip_shape": [4, 8, 8, 1]}, "clip_shape"),
 ])
 def test_preprocessing_fn_rejects_a_bad_custom_config(config, match):
     frames = encode_frames_tensor(tf.zeros([1, 4, 8, 8, 3], tf.uint8))
@@ -29,15 +29,16 @@ def test_preprocessing_fn_rejects_a_bad_custom_config(config, match):
 
 
 def test_preprocess_clips_outputs_contract_in_graph():
-    """Traced like TFT traces it: output names, dtypes and static shapes of the contract, label only when given."""
+    """Traced like TFT traces it: output names, dtypes and static shapes of the contract, the label name only when
+    given (its index is the Trainer's and the serving model's: they know the labels)."""
     spec = {ClipKeys.FRAMES: tf.TensorSpec([None], tf.string), ClipKeys.VIDEO_ID: tf.TensorSpec([None], tf.string),
             ClipKeys.LABEL: tf.TensorSpec([None], tf.string)}
     with tf.compat.v1.Graph().as_default():
         inputs = {k: tf.compat.v1.placeholder(s.dtype, s.shape) for k, s in spec.items()}
-        out = tm.preprocessing_fn(inputs, {"clip_shape": [4, 8, 8, 3], "labels": ["a", "b"]})
-        assert set(out) == {tm.FRAMES, tm.LABEL, tm.VIDEO_ID}
+        out = tm.preprocessing_fn(inputs, {"clip_shape": [4, 8, 8, 3]})
+        assert set(out) == {tm.FRAMES, tm.LABEL_NAME, tm.VIDEO_ID}
         assert out[tm.FRAMES].dtype == tf.float32 and out[tm.FRAMES].shape.as_list() == [None, 4, 8, 8, 3]
-        assert out[tm.LABEL].dtype == tf.int64
+        assert out[tm.LABEL_NAME].dtype == tf.string
         del inputs[ClipKeys.LABEL]
-        assert set(tm.preprocessing_fn(inputs, {"clip_shape": [4, 8, 8, 3], "labels": ["a"]})) == {
+        assert set(tm.preprocessing_fn(inputs, {"clip_shape": [4, 8, 8, 3]})) == {
             tm.FRAMES, tm.VIDEO_ID}

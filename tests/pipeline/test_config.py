@@ -61,12 +61,14 @@ def test_missing_file_is_named():
         load_config("no-such.yaml")
 
 
-def test_labels_come_from_the_label_map(tmp_path):
-    (tmp_path / "label_map.txt").write_text("up\ndown\n")
-    config = RunConfig(data_dir=str(tmp_path)).with_labels()
-    assert config.labels == ("down", "up")
-    with pytest.raises(ConfigError, match="label_map.txt"):
-        RunConfig(data_dir=str(tmp_path / "nowhere")).with_labels()
+def test_labels_are_the_runs_unless_configured():
+    assert RunConfig().training_config().labels == ()           # the Trainer takes the run's label map
+    assert RunConfig(labels=("up", "down")).training_config().labels == ("up", "down")
+    assert RunConfig().label_map_path() == "demo_data/label_map.txt"
+    assert load_config(None, {"ingest": {"train_pattern": "s{SPAN}/train/*", "eval_pattern": "s{SPAN}/eval/*",
+                                         "label_map": "s{SPAN}/labels.txt"}}).label_map_path() == ""
+    with pytest.raises(ConfigError, match="label_map"):
+        load_config(None, {"ingest": {"label_map": "s{SPAN}/labels.txt"}})     # the patterns have no spans
 
 
 def test_data_layout_chooses_the_ingest_split(tmp_path):

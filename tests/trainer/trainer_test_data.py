@@ -62,7 +62,7 @@ def build_transform_graph(output_dir: str, frames: np.ndarray, labels: list[str]
     from components import transform_module
     from components.video_format import clip_feature_spec, serialize_frames
 
-    custom_config = {"clip_shape": list(CLIP_SHAPE), "labels": list(LABELS)}
+    custom_config = {"clip_shape": list(CLIP_SHAPE)}
     # A schema (as SchemaGen would infer) has no default values.
     spec = {k: tf.io.FixedLenFeature(v.shape, v.dtype) for k, v in clip_feature_spec(with_label=True).items()}
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
