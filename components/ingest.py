@@ -58,12 +58,9 @@ import json
 import logging
 import os
 import time
-import zlib
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from tfx import types
 from tfx.components import FileBasedExampleGen
@@ -80,7 +77,9 @@ from components.spans import (CLIP_STORE_KEY, INGESTED_PROPERTY, REUSED_PROPERTY
                               examples_file_prefix)
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
                                   count_outcome, dead_letter_line, enforce_max_rejected_fraction)
-from components.tfrecord_io import DATA_CRC, LENGTH_HEADER, WriteToGzipTFRecord, masked_crc32c
+from components.tfrecord_io import (CORRUPT_FRAMING, CORRUPT_RECORD, DEFAULT_MAX_RECORD_BYTES,  # noqa: F401
+                                    RECORD_TOO_LARGE, TRUNCATED_FILE, UNREADABLE_FILE, ScannedRecord,
+                                    WriteToGzipTFRecord, scan_tfrecord_file, scan_tfrecords)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +88,6 @@ SPLIT_BY_ID = "split_by_id"
 TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 HASH_BUCKETS = 100   # eval_percent buckets out of 100
 DEFAULT_ID_FEATURE = video_format.DEFAULT_VIDEO_KEYS.video_ids[0]   # "example/id", what convert/demo write
-DEFAULT_MAX_RECORD_BYTES = 1 << 30   # 1 GiB: far above any video record, far below a worker's memory
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 SPAN_CONFIG_KEY = "span_config"
@@ -102,11 +100,6 @@ _PARTS_DIR = "_parts"
 
 # Why a record (or the rest of a file) was rejected: a closed set, like ClipGen's.
 NOT_A_SEQUENCE_EXAMPLE = "not_a_sequence_example"
-CORRUPT_RECORD = "corrupt_record"
-RECORD_TOO_LARGE = "record_too_large"
-TRUNCATED_FILE = "truncated_file"
-CORRUPT_FRAMING = "corrupt_framing"
-UNREADABLE_FILE = "unreadable_file"
 MISSING_ID = "missing_id"
 DUPLICATE_RECORD = "duplicate_record"
 DUPLICATE_ID_ACROSS_SPLITS = "duplicate_id_across_splits"
@@ -143,104 +136,6 @@ def split_by_id_output_config(eval_percent: int = 25,
 def _check_id_feature(id_feature: str) -> None:
     if not isinstance(id_feature, str) or not id_feature:
         raise ValueError(f"id_feature must be a non-empty feature name, got {id_feature!r}")
-
-
-# ---- reading TFRecord files tolerantly ---------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ScannedRecord:
-    """One item of a scanned file: a record's bytes (``data``), or why a record or the rest of the file was lost."""
-    index: int                 # record number in the file, from 0
-    offset: int                # byte offset of the record's header (in the uncompressed stream)
-    data: bytes | None = None
-    reason: str | None = None  # one of REJECT_REASONS when data is None
-    detail: str = ""
-    length: int = 0            # the record's declared data length, when its framing was intact
-
-
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
-    chunks, left = [], n
-    while left:
-        chunk = f.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _skip(f: BinaryIO, n: int, chunk: int = 1 << 20) -> int:
-    """Reads past ``n`` bytes without holding them (compressed streams cannot seek cheaply); bytes skipped."""
-    skipped = 0
-    while skipped < n:
-        got = len(f.read(min(chunk, n - skipped)))
-        if not got:
-            break
-        skipped += got
-    return skipped
-
-
-def scan_tfrecords(f: BinaryIO, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[ScannedRecord]:
-    """Every record of an open (decompressed) TFRecord stream, checksums checked, never raising on bad bytes.
-
-    A bad data checksum or an over-long record loses that record only (its length is trustworthy, so the next
-    record is found); a bad length checksum or the end of the file inside a record ends the scan with one item
-    saying what was lost. Memory: one record at a time, at most ``max_record_bytes``."""
-    index = offset = 0
-    while True:
-        header = _read_exactly(f, LENGTH_HEADER.size)
-        if not header:
-            return
-        where = f"record {index} at byte {offset}"
-        if len(header) < LENGTH_HEADER.size:
-            yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
-                                detail=f"the file ends inside the header of {where}; that record is lost")
-            return
-        length, length_crc = LENGTH_HEADER.unpack(header)
-        if masked_crc32c(header[:8]) != length_crc:
-            yield ScannedRecord(index, offset, reason=CORRUPT_FRAMING,
-                                detail=f"length checksum mismatch at {where}: records from {index} to the end "
-                                       f"of the file are lost")
-            return
-        if length > max_record_bytes:
-            skipped = _skip(f, length + DATA_CRC.size)
-            if skipped < length + DATA_CRC.size:
-                yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
-                                    detail=f"{where} declares {length} bytes but the file ends after {skipped}")
-                return
-            yield ScannedRecord(index, offset, reason=RECORD_TOO_LARGE, length=length,
-                                detail=f"{where} has {length} bytes > max_record_bytes {max_record_bytes}; skipped")
-        else:
-            data = _read_exactly(f, length)
-            footer = _read_exactly(f, DATA_CRC.size)
-            if len(data) < length or len(footer) < DATA_CRC.size:
-                yield ScannedRecord(index, offset, reason=TRUNCATED_FILE,
-                                    detail=f"{where} declares {length} bytes but the file ends after "
-                                           f"{len(data)}; that record is lost")
-                return
-            if masked_crc32c(data) != DATA_CRC.unpack(footer)[0]:
-                yield ScannedRecord(index, offset, reason=CORRUPT_RECORD, length=length,
-                                    detail=f"data checksum mismatch in {where} ({length} bytes); record skipped")
-            else:
-                yield ScannedRecord(index, offset, data=data, length=length)
-        offset += LENGTH_HEADER.size + length + DATA_CRC.size
-        index += 1
-
-
-def scan_tfrecord_file(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[ScannedRecord]:
-    """scan_tfrecords over a file (gzip when the name ends in .gz, as Beam and TFX decide); a file that cannot be
-    opened or decompressed ends with an ``unreadable_file`` item instead of an exception."""
-    index = offset = 0
-    try:
-        with FileSystems.open(path, mime_type="application/octet-stream",
-                              compression_type=CompressionTypes.AUTO) as f:
-            for item in scan_tfrecords(f, max_record_bytes):
-                index, offset = item.index + 1, item.offset + LENGTH_HEADER.size + item.length + DATA_CRC.size
-                yield item
-    except (OSError, EOFError, zlib.error) as exc:   # BeamIOError is an OSError; gzip raises all three
-        yield ScannedRecord(index, offset, reason=UNREADABLE_FILE,
-                            detail=f"cannot read the file from record {index} (byte {offset}) on: "
-                                   f"{type(exc).__name__}: {exc}")
 
 
 # ---- the Beam pipeline -------------------------------------------------------------------------------------

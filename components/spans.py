@@ -312,24 +312,30 @@ class Window:
         return cls(spans, d["newest_expected"], d["skipped"], d["kind"])
 
 
-def resolve_window(input_base: str, patterns: Mapping[str, str], *, window_spans: int = 1,
-                   newest_span=LATEST, on_missing_span: str = FAIL, today: datetime.date | None = None) -> Window:
-    """The spans to train on (module docstring). ``patterns``: {split: pattern}; a span counts as present when
-    every split has files for it (at one common version, the highest)."""
+def _check_window(patterns: Mapping[str, str], window_spans: int, on_missing_span: str) -> str | None:
+    """Validates the window's settings; the patterns' common kind of span spec ("span", "date" or None)."""
     if not patterns:
         raise ValueError("no input patterns")
     if isinstance(window_spans, bool) or not isinstance(window_spans, int) or window_spans < 1:
         raise ValueError(f"window_spans must be an integer >= 1, got {window_spans!r}")
     if on_missing_span not in ON_MISSING_SPAN:
         raise ValueError(f"on_missing_span must be one of {ON_MISSING_SPAN}, got {on_missing_span!r}")
-    parsed = {split: SpanPattern(p) for split, p in patterns.items()}
-    kinds = {p.kind for p in parsed.values()}
+    kinds = {SpanPattern(p).kind for p in patterns.values()}
     if len(kinds) != 1:
         raise ValueError(f"all input patterns must use the same span specs, got {dict(patterns)}")
     kind = kinds.pop()
     if kind is None and window_spans != 1:
         raise ValueError(f"window_spans {window_spans} needs {{SPAN}} or {{YYYY}}{{MM}}{{DD}} in the input "
                          f"patterns, got {dict(patterns)}")
+    return kind
+
+
+def resolve_window(input_base: str, patterns: Mapping[str, str], *, window_spans: int = 1,
+                   newest_span=LATEST, on_missing_span: str = FAIL, today: datetime.date | None = None) -> Window:
+    """The spans to train on (module docstring). ``patterns``: {split: pattern}; a span counts as present when
+    every split has files for it (at one common version, the highest)."""
+    parsed = {split: SpanPattern(p) for split, p in patterns.items()}
+    kind = _check_window(patterns, window_spans, on_missing_span)
     target = parse_newest_span(newest_span, kind, today)
 
     rows = list_input_files(input_base, [(split, p.glob()) for split, p in parsed.items()])
@@ -423,17 +429,7 @@ def span_config_json(patterns: Mapping[str, str], *, window_spans: int = 1, newe
     """What Ingest carries as its ``span_config`` parameter (validated now, resolved at run time). ``label_map``:
     the label map file relative to the input base, per span when it holds the patterns' span specs
     (components/label_maps.py)."""
-    kinds = {SpanPattern(p).kind for p in patterns.values()}
-    if len(kinds) != 1:
-        raise ValueError(f"all input patterns must use the same span specs, got {dict(patterns)}")
-    kind = kinds.pop()
-    if kind is None and window_spans != 1:
-        raise ValueError(f"window_spans {window_spans} needs {{SPAN}} or {{YYYY}}{{MM}}{{DD}} in the input "
-                         f"patterns, got {dict(patterns)}")
-    if isinstance(window_spans, bool) or not isinstance(window_spans, int) or window_spans < 1:
-        raise ValueError(f"window_spans must be an integer >= 1, got {window_spans!r}")
-    if on_missing_span not in ON_MISSING_SPAN:
-        raise ValueError(f"on_missing_span must be one of {ON_MISSING_SPAN}, got {on_missing_span!r}")
+    kind = _check_window(patterns, window_spans, on_missing_span)
     label_kind = SpanPattern(label_map).kind
     if label_kind not in (None, kind) or SpanPattern(label_map).has_version:
         raise ValueError(f"label_map {label_map!r} must use the input patterns' span specs or none, and no "

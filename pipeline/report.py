@@ -66,10 +66,10 @@ def gather(run_dir: str) -> dict:
     # summarize() reads the newest artifacts of each type: they belong to this run when the ids match.
     summary = summarize(RunConfig(metadata_path=metadata_path))
     resolve = _resolver(run_dir)
-    labels = json.loads(nodes.get("ClipGen", {}).get("properties", {}).get("labels", "[]"))
+    labels, new_classes = _run_labels(nodes)
     uris = [resolve(a.uri) for n in nodes.values() for a in n["outputs"].values()]
     return {
-        "run": {"name": run.name, "metadata_path": metadata_path, "labels": labels,
+        "run": {"name": run.name, "metadata_path": metadata_path, "labels": labels, "new_classes": new_classes,
                 "pipeline_root": os.path.dirname(os.path.dirname(os.path.dirname(uris[0]))) if uris else None,
                 "components": [{"name": n, "state": node["state"], "seconds": node["seconds"],
                                 "computed_s": node["computed_s"]}
@@ -81,6 +81,18 @@ def gather(run_dir: str) -> dict:
                                 labels, resolve),
         "push": _push(nodes.get("Pusher"), summary, newest_ids["PushedModel"]),
     }
+
+
+def _run_labels(nodes: dict) -> tuple[list[str], list[str]]:
+    """The run's label map (read from its data when the run started; the Trainer's model and ClipGen's clips record
+    it) and the classes new since the model served before the run."""
+    for node, output in (("Trainer", "model"), ("ClipGen", "clips")):
+        artifact = nodes.get(node, {}).get("outputs", {}).get(output)
+        if artifact is not None and "labels" in artifact.custom_properties:
+            new = (json.loads(artifact.custom_properties["new_classes"].string_value)
+                   if "new_classes" in artifact.custom_properties else [])
+            return json.loads(artifact.custom_properties["labels"].string_value), new
+    return json.loads(nodes.get("ClipGen", {}).get("properties", {}).get("labels", "[]")), []
 
 
 def _readable(read, *args) -> dict:
@@ -250,7 +262,10 @@ def render(data: dict, out: str) -> None:
     run, labels = data["run"], data["run"]["labels"]
     body = [f"<h1>Pipeline run {_e(run['name'])}</h1>",
             _table(None, [["metadata", run["metadata_path"]], ["pipeline root", run["pipeline_root"]],
-                              ["labels", ", ".join(labels)], ["report written", time.strftime("%Y-%m-%d %H:%M:%S")]])]
+                              ["labels", ", ".join(labels)],
+                              *([["new classes (not in the model served before)", ", ".join(run["new_classes"])]]
+                                if run.get("new_classes") else []),
+                              ["report written", time.strftime("%Y-%m-%d %H:%M:%S")]])]
     body += _section("Ingest (video records)", data["ingest"], _ingest_html)
     body += _section("Dataset (ClipGen)", data["dataset"], _dataset_html)
     body += _section("Training", data["training"], _training_html, folder)

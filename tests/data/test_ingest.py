@@ -40,6 +40,7 @@ def _write_same_id_pairs(folder):
         no_id = video_format.make_video_example("x", [jpeg], "x", 0, 8, 8, 25.0)
         del no_id.context.feature["example/id"]
         writer.write(no_id.SerializeToString())   # cannot be split by id: a dead letter, not a failed run
+    video_format.LabelMap(["x"]).save(folder)     # the run's label map, which Ingest reads
 
 
 def _read_split(examples_uri, split):
@@ -83,6 +84,9 @@ def test_pre_split_keeps_the_train_and_eval_folders(ran):
     assert collections.Counter(v.label for v in train) == demo.train_counts
     assert all(v.video_id.endswith("_0000") for v in evaluation)   # the generator's eval videos, untouched
     assert all(len(v.jpeg_frames) >= 4 for v in train + evaluation)
+    # the run's label map, read from the data's label_map.txt (no labels configured)
+    assert json.loads(examples.custom_properties["labels"].string_value) == sorted(demo.train_counts)
+    assert examples.custom_properties["label_source"].string_value == "data"
 
 
 def test_split_by_id_uses_every_video_once(ran):

@@ -5,12 +5,14 @@ base path are in gs://bresnet-e2e, and every process (compile, kfp-local, its ta
 two training replicas, the model check) runs inside the namespace, where TensorFlow's gs://, google-cloud-storage
 and Beam all reach fake-gcs-server. The module fixture runs, as a schedule and an operator would:
 
-  run-1     first run: input-fingerprint, Ingest ... Trainer (a TFJob of a Chief and a Worker) ... Pusher
+  run-1     first run on span 1 of a span layout (window of 2 spans, the label map read from the data at run time):
+            input-fingerprint, Ingest ... Trainer (a TFJob of a Chief and a Worker) ... Pusher
   run-2     same files: every task a cache hit but input-fingerprint, nothing pushed
   cancel    a package whose Trainer config differs (upstream tasks cached): SIGTERM to kfp-local while the TFJob's
             replicas run: exit 143, nothing of the run left, nothing cached
-  run-3     one video file more: Ingest and everything downstream again, a new version pushed; the Worker replica
-            is SIGKILLed once its training started and restarted in place (restartPolicy OnFailure)
+  run-3     span 2 arrives: Ingest reads only its files, ClipGen reuses span 1's clips, the Trainer starts from
+            run-1's pushed model (training.init_from: serving), a new version is pushed; the Worker replica is
+            SIGKILLed once its training started and restarted in place (restartPolicy OnFailure)
 
 and the tests assert on what they left. Slow: 7-8 minutes on this 2-core machine (runs of ~200 s, 2 s, 10 s and
 ~220 s; ``-s`` prints them), nearly all of it the two full runs' task start-ups, Beam, training and export.
@@ -46,9 +48,12 @@ SETTINGS = [
     "training.learning_rate=0.003", "training.max_restarts=1", "training.collective_timeout_s=30",
     "gate.min_accuracy=0.25", "gate.max_accuracy_drop=1.0",
     "kubeflow.timeout_s=600", "kubeflow.pending_timeout_s=60",
-    f"labels=[{', '.join(LABELS)}]",
+    # A span layout read as a window of 2 spans, warm-started from the served model; no labels configured: the run
+    # reads them from the data's label_map.txt when it starts.
+    "ingest.train_pattern=span-{SPAN}/train/*", "ingest.eval_pattern=span-{SPAN}/eval/*", "ingest.window_spans=2",
+    "training.init_from=serving",
 ]
-NEW_FILE = "videos/train/videos-extra.tfrecord"
+SPAN_2 = "videos/span-2"
 RUN_TIMEOUT_S = 900
 REPO = str(Path(__file__).resolve().parents[2])
 
@@ -198,8 +203,10 @@ def _tell(story: Story, tmp: Path) -> None:
                 make.kill()
                 make.wait()
         assert make.returncode == 0, out[-3000:]
-        story.uploaded = gcs.upload_dir(data, DATA)
-        story.extra_file = next(iter(sorted((extra / "train").glob("*.tfrecord"))))
+        story.uploaded = gcs.upload_dir(data / "train", f"{DATA}/span-1/train")
+        story.uploaded += gcs.upload_dir(data / "eval", f"{DATA}/span-1/eval")
+        gcs.write_object(BUCKET, "videos/label_map.txt", (data / "label_map.txt").read_bytes())
+        story.extra_files = {split: next(iter(sorted((extra / split).glob("*.tfrecord")))) for split in ("train", "eval")}
         # The cancelled run's package: the same pipeline with another learning rate, as a recompile would give it
         # (only the Trainer's config differs, so every task before it is a cache hit and the run gets there fast).
         spec = yaml.safe_load(Path(story.package).read_text())
@@ -249,7 +256,8 @@ def _tell(story: Story, tmp: Path) -> None:
         story.versions["cancel"] = kfp.versions()
 
     def run3():
-        gcs.write_object(BUCKET, NEW_FILE, story.extra_file.read_bytes())
+        for split, path in story.extra_files.items():
+            gcs.write_object(BUCKET, f"{SPAN_2}/{split}/{path.name}", path.read_bytes())
         run("run-3", story.package, _kill_worker_once_training(story, "run-3"))()
 
     story.step("prepare", prepare)
@@ -360,9 +368,16 @@ def test_second_run_with_the_same_files_is_all_cache_hits_and_pushes_nothing(sto
     assert not story.watches["run-2"].seen and not (story.kfp.run_dir("run-2") / "kube" / "pods").exists()
 
 
-# ---- 3. a new file: Ingest and everything downstream again ----------------------------------------------------
+# ---- 3. a new span: Ingest reads it alone, the Trainer warm-starts on the window ---------------------------------
 
-def test_a_new_video_file_reruns_ingest_and_downstream_and_pushes_a_new_version(story):
+def _properties(story: Story, run, task: str, output: str) -> dict:
+    """The custom properties kfp-local recorded for a task's output artifact (what the executor wrote)."""
+    artifact_id = run.info["tasks"][task]["outputs"]["artifacts"][output]["id"]
+    (row,) = story.kfp.sql("SELECT custom_properties FROM artifacts WHERE id=?", artifact_id)
+    return json.loads(row[0])
+
+
+def test_a_new_span_is_read_alone_and_trained_warm_on_the_window_and_pushed(story):
     first, run = story.run("run-1"), story.run("run-3")
     assert run.returncode == 0, run.why()
     fingerprint = "input_fingerprint"
@@ -376,6 +391,20 @@ def test_a_new_video_file_reruns_ingest_and_downstream_and_pushes_a_new_version(
     evaluation = _object_name(run.info["tasks"]["Evaluator"]["outputs"]["artifacts"]["evaluation"]["uri"])
     gate = json.loads(story.kfp.gcs.read_object(BUCKET, f"{evaluation}/gate.json"))
     assert gate["blessed"] is True and gate["had_baseline"] is True, gate
+    # Ingest read span 2 alone and ClipGen copied span 1's clips from run-1's ClipGen output (the clip store)
+    examples = _properties(story, run, "Ingest", "examples")
+    assert json.loads(examples["ingested_spans"]) == [2]
+    assert set(json.loads(examples["reused_clips"])) == {"1"}
+    assert json.loads(examples["labels"]) == list(LABELS) and examples["label_source"] == "data"
+    run1_clips = first.info["tasks"]["ClipGen"]["outputs"]["artifacts"]["clips"]["uri"]
+    assert json.loads(examples["reused_clips"])["1"]["clips_uri"] == run1_clips
+    clips = run.info["tasks"]["ClipGen"]["outputs"]["artifacts"]["clips"]["uri"]
+    names = story.kfp.gcs.list_objects(BUCKET, _object_name(clips) + "/Split-train/")
+    assert any("span-00001" in n for n in names) and any("span-00002" in n for n in names), names
+    # the Trainer started from the version run-1 pushed: every variable loaded, the head kept (same classes)
+    model = _properties(story, run, "Trainer", "model")
+    assert model["init_from"] == f"{SERVING}/{MODEL}/{story.versions['run-1'][0]}", model
+    assert json.loads(model["reinitialized"]) == [] and json.loads(model["new_classes"]) == []
 
 
 # ---- 4. a replica killed mid-training -------------------------------------------------------------------------

@@ -94,3 +94,21 @@ def test_pipeline_modules_do_not_import_the_vertex_sdk():
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_newest_span_fails_clearly_or_skips_the_run(tmp_path):
+    """Checked by run-local before anything runs or is cached (the KFP fingerprint task does the same)."""
+    for span in (1, 2):
+        for split in ("train", "eval"):
+            os.makedirs(tmp_path / f"span-{span}" / split)
+            (tmp_path / f"span-{span}" / split / "v.tfrecord").write_bytes(b"")
+    common = ["run-local", "--data-dir", str(tmp_path), "--pipeline-root", str(tmp_path / "root"),
+              "--set", "ingest.train_pattern=span-{SPAN}/train/*", "--set", "ingest.eval_pattern=span-{SPAN}/eval/*",
+              "--set", "ingest.newest_span=3"]
+    failed = run_cli(*common)
+    assert failed.returncode == 1 and "newest span 3 is missing" in failed.stderr, failed.stderr
+    assert "present: 1, 2" in failed.stderr and "Traceback" not in failed.stderr
+    skipped = run_cli(*common, "--set", "ingest.on_missing_span=skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped: the newest span is missing" in skipped.stdout
+    assert not (tmp_path / "root" / "Ingest").exists()                      # nothing ran

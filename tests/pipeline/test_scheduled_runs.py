@@ -133,6 +133,15 @@ def test_run_3_reads_only_the_new_span_warm_starts_and_grows_the_head(story):
     assert gate["blessed"] and not gate["had_baseline"] and "differ" in gate["baseline_skipped"]
 
 
+def test_the_report_names_the_new_class(story):
+    from pipeline.report import build_report
+    out = story["root"] / "report" / "report.html"
+    build_report(str(story["root"]), str(out))
+    html = out.read_text()
+    assert "new classes (not in the model served before)</td><td>rotate_cw" in html.replace("\n", "")
+    assert ", ".join(sorted(CLASSES)) in html
+
+
 def test_a_served_class_missing_from_the_window_is_a_clear_error(story, tmp_path):
     from components import label_maps
     with pytest.raises(ValueError, match=r"lacks \['rotate_cw'\], which the served model predicts"):

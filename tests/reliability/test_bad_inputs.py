@@ -36,7 +36,8 @@ def run(tmp_path_factory):
     # convert writes next to the bad TFRecords, so its records flow on into the pipeline
     summary = run_convert(corpus.csv_path, os.path.join(corpus.root, "train"), short_side=None,
                           beam_args=BEAM_ARGS)
-    ingest = make_video_example_gen(corpus.root, train_pattern=TRAIN_PATTERN, max_rejected_fraction=1.0)
+    ingest = make_video_example_gen(corpus.root, train_pattern=TRAIN_PATTERN, max_rejected_fraction=1.0,
+                                    labels=LABELS)
     clipgen = ClipGen(examples=ingest.outputs["examples"], num_frames=T, height=H, width=W, labels=LABELS,
                       max_rejected_fraction=1.0)
     schema = ClipSchemaGen()
