@@ -367,6 +367,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     [s.span for s in todo] if window.kind else "all files",
                     f"; clips of spans {sorted(reused)} are reused from the clip store {store}" if reused else "")
 
+        # The run's label map, read first: a missing one fails the run before any work
+        configured = json.loads(exec_properties.get(LABELS_KEY) or "[]")
+        labels = configured or label_maps.window_labels(
+            input_base, json.loads(span_config).get("label_map", spans.DEFAULT_LABEL_MAP), [s.span for s in window.spans])
+        logger.info("Ingest: label map of the run (%s): %s", "configured" if configured else "from the data", labels)
+
         started = time.monotonic()
         if todo:
             self._run_beam(input_base, input_config, todo, output_names, id_feature, by_id, max_record_bytes,
@@ -393,11 +399,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for name, n in stats["outputs"].items():
             examples.set_int_custom_property(f"{name}_examples", int(n))
         record_window(examples, window, [s.span for s in todo], reused)
-        configured = json.loads(exec_properties.get(LABELS_KEY) or "[]")
-        labels = configured or label_maps.window_labels(
-            input_base, json.loads(span_config).get("label_map", spans.DEFAULT_LABEL_MAP), [s.span for s in window.spans])
         label_maps.record(examples, labels, label_maps.CONFIG if configured else label_maps.DATA)
-        logger.info("Ingest: label map of the run (%s): %s", "configured" if configured else "from the data", labels)
         for name, s in stats["inputs"].items():
             logger.info("Ingest[%s]: %d files, %d records in, %d ok, %d rejected %s", name, s["files"],
                         s["records_in"], s["records_ok"], s["rejected"], s["rejected_by_reason"])

@@ -103,9 +103,9 @@ class Executor(base_executor.BaseExecutor):
         model.set_string_custom_property("serving_precision", serving_precision(config))
         model.set_string_custom_property("init_from", init_source or "scratch")
         if init_source:
-            report = warm_start.read_report(job.scratch_dir)
+            report = warm_start.read_report(job.run_dir)
             if report is None:
-                raise RuntimeError(f"the chief wrote no warm-start report ({warm_start.report_path(job.scratch_dir)}) "
+                raise RuntimeError(f"the chief wrote no warm-start report ({warm_start.report_path(job.run_dir)}) "
                                    f"although the run started from {init_source}")
             model.set_string_custom_property("reinitialized", json.dumps(report["reinitialized"]))
 

@@ -333,7 +333,8 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     # all-reduced when read), so every worker reads the weights at the same points, and only here.
     initial = weights_digest(model.get_weights())
     if warm_report is not None and cluster.is_chief:
-        write_json(warm_start.report_path(job.scratch_dir), warm_report)   # read back by the executor
+        # in the run folder, which the executor shares with every launcher backend (a TFJob gets its own scratch)
+        write_json(warm_start.report_path(job.run_dir), warm_report)
 
     tensorboard_dir = job.run_dir if cluster.is_chief else os.path.join(job.scratch_dir, "tensorboard", f"worker-{me}")
     backup_dir = os.path.join(job.scratch_dir, "backup")

@@ -249,15 +249,16 @@ def load_initial_weights(model, source: str) -> dict:
 
 # ---- the report, from the chief to the executor -----------------------------------------------------------
 
-def report_path(scratch_dir: str) -> str:
-    return os.path.join(scratch_dir, REPORT_FILE)
+def report_path(run_dir: str) -> str:
+    return os.path.join(run_dir, REPORT_FILE)
 
 
-def read_report(scratch_dir: str) -> dict | None:
-    """The chief's warm-start report of this run (``<scratch>/warm_start.json``), or None if it wrote none."""
+def read_report(run_dir: str) -> dict | None:
+    """The chief's warm-start report of this run (``<run_dir>/warm_start.json``, kept with the ModelRun), or None
+    if it wrote none."""
     import tensorflow as tf
 
-    path = report_path(scratch_dir)
+    path = report_path(run_dir)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:

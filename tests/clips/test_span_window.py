@@ -38,7 +38,7 @@ def _run(root, data_dir, window_spans):
     from tfx.orchestration.pipeline import Pipeline
 
     store = f"{root}/pipeline/ClipStore/test"
-    ingest = make_video_example_gen(data_dir, window_spans=window_spans, clip_store=store, **PATTERNS)
+    ingest = make_video_example_gen(data_dir, window_spans=window_spans, clip_store=store, labels=LABELS, **PATTERNS)
     clipgen = ClipGen(examples=ingest.outputs["examples"], num_frames=4, height=8, width=8, labels=LABELS,
                       clips_per_video_train=2, clips_per_video_eval=1, seed=1, clip_store=store)
     LocalDagRunner().run(Pipeline(

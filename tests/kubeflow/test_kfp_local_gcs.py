@@ -10,9 +10,10 @@ and Beam all reach fake-gcs-server. The module fixture runs, as a schedule and a
   run-2     same files: every task a cache hit but input-fingerprint, nothing pushed
   cancel    a package whose Trainer config differs (upstream tasks cached): SIGTERM to kfp-local while the TFJob's
             replicas run: exit 143, nothing of the run left, nothing cached
-  run-3     span 2 arrives: Ingest reads only its files, ClipGen reuses span 1's clips, the Trainer starts from
-            run-1's pushed model (training.init_from: serving), a new version is pushed; the Worker replica is
-            SIGKILLed once its training started and restarted in place (restartPolicy OnFailure)
+  run-3     span 2 arrives, with an eighth class: Ingest reads only its files, ClipGen reuses span 1's clips, the
+            run's label map grows, the Trainer starts from run-1's pushed model (training.init_from: serving; a
+            new head), a new version is pushed; the Worker replica is SIGKILLed once its training started and
+            restarted in place (restartPolicy OnFailure)
 
 and the tests assert on what they left. Slow: 7-8 minutes on this 2-core machine (runs of ~200 s, 2 s, 10 s and
 ~220 s; ``-s`` prints them), nearly all of it the two full runs' task start-ups, Beam, training and export.
@@ -37,7 +38,9 @@ from standins import gcs_netns
 pytestmark = pytest.mark.slow
 
 LABELS = ("grow", "move_down", "move_left", "move_right", "move_up", "rotate_ccw", "rotate_cw", "shrink")
-CHANCE = 1 / len(LABELS)
+NEW_CLASS = "shrink"                                    # not in span 1: span 2 brings it
+SPAN1_LABELS = tuple(label for label in LABELS if label != NEW_CLASS)
+CHANCE = 1 / len(SPAN1_LABELS)
 VIDEOS_PER_CLASS = 8            # 6 train + 2 eval videos per class, 2 shards per split
 # The smoke preset on 4x16x16 clips of class-coloured videos: 2 x 30 steps of 2 x 8 clips learn the colour cue
 # well enough to pass a gate at twice chance (measured eval accuracy after 60 steps: 0.5-0.88 over 6 seeds and both
@@ -51,7 +54,7 @@ SETTINGS = [
     # A span layout read as a window of 2 spans, warm-started from the served model; no labels configured: the run
     # reads them from the data's label_map.txt when it starts.
     "ingest.train_pattern=span-{SPAN}/train/*", "ingest.eval_pattern=span-{SPAN}/eval/*", "ingest.window_spans=2",
-    "training.init_from=serving",
+    "ingest.label_map=span-{SPAN}/label_map.txt", "training.init_from=serving",
 ]
 SPAN_2 = "videos/span-2"
 RUN_TIMEOUT_S = 900
@@ -66,6 +69,18 @@ generate_demo_data(out, videos_per_class=per_class, seed=0, num_shards=2, class_
 # per_class go to the (unused) eval split
 generate_demo_data(extra, videos_per_class=per_class + 1, eval_fraction=per_class / (per_class + 1), seed=1,
                    num_shards=1, class_colours=True)
+# span 1 lacks one class (sys.argv[4]): neither its videos nor its line in the label map
+import glob, os
+import tensorflow as tf
+from components.video_format import DEFAULT_VIDEO_KEYS, LabelMap
+for path in glob.glob(os.path.join(out, "*", "*.tfrecord")):
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            context = tf.train.SequenceExample.FromString(record).context.feature
+            if context[DEFAULT_VIDEO_KEYS.label_string].bytes_list.value[0].decode() != sys.argv[4]:
+                writer.write(record)
+LabelMap(l for l in LabelMap.load(out).labels if l != sys.argv[4]).save(out)
 """
 
 # Loads the pushed SavedModel from gs:// and classifies the eval clips ClipGen wrote there.
@@ -192,7 +207,8 @@ def _tell(story: Story, tmp: Path) -> None:
 
     def prepare():
         data, extra = tmp / "data", tmp / "extra"
-        make = subprocess.Popen([sys.executable, "-c", MAKE_DATA, str(data), str(extra), str(VIDEOS_PER_CLASS)],
+        make = subprocess.Popen([sys.executable, "-c", MAKE_DATA, str(data), str(extra), str(VIDEOS_PER_CLASS),
+                                 NEW_CLASS],
                                 env={**os.environ, **ENV}, cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         try:
@@ -205,8 +221,9 @@ def _tell(story: Story, tmp: Path) -> None:
         assert make.returncode == 0, out[-3000:]
         story.uploaded = gcs.upload_dir(data / "train", f"{DATA}/span-1/train")
         story.uploaded += gcs.upload_dir(data / "eval", f"{DATA}/span-1/eval")
-        gcs.write_object(BUCKET, "videos/label_map.txt", (data / "label_map.txt").read_bytes())
+        gcs.write_object(BUCKET, "videos/span-1/label_map.txt", (data / "label_map.txt").read_bytes())
         story.extra_files = {split: next(iter(sorted((extra / split).glob("*.tfrecord")))) for split in ("train", "eval")}
+        story.extra_files["label_map"] = extra / "label_map.txt"
         # The cancelled run's package: the same pipeline with another learning rate, as a recompile would give it
         # (only the Trainer's config differs, so every task before it is a cache hit and the run gets there fast).
         spec = yaml.safe_load(Path(story.package).read_text())
@@ -257,7 +274,8 @@ def _tell(story: Story, tmp: Path) -> None:
 
     def run3():
         for split, path in story.extra_files.items():
-            gcs.write_object(BUCKET, f"{SPAN_2}/{split}/{path.name}", path.read_bytes())
+            name = f"{SPAN_2}/label_map.txt" if split == "label_map" else f"{SPAN_2}/{split}/{path.name}"
+            gcs.write_object(BUCKET, name, path.read_bytes())
         run("run-3", story.package, _kill_worker_once_training(story, "run-3"))()
 
     story.step("prepare", prepare)
@@ -306,9 +324,9 @@ def test_pushed_model_loads_from_gcs_and_classifies_eval_clips(story):
     if story.served is None:
         pytest.fail(f"the model check did not run: {story.errors.get('serve', story.errors)}")
     served = story.served
-    assert served["classes"] == list(LABELS)
-    assert len(served["labels"]) == 2 * len(LABELS)     # 2 eval videos per class, 1 clip each
-    assert set(served["top"]) <= set(LABELS)
+    assert served["classes"] == list(SPAN1_LABELS)         # run-1's label map: span 1's, read from the data
+    assert len(served["labels"]) == 2 * len(SPAN1_LABELS)  # 2 eval videos per class, 1 clip each
+    assert set(served["top"]) <= set(SPAN1_LABELS)
     assert all(abs(s - 1.0) < 1e-3 for s in served["probability_sums"])
     accuracy = sum(t == l for t, l in zip(served["top"], served["labels"])) / len(served["labels"])
     # The gate let it through at min_accuracy 0.25 (2x chance) on this same eval split.
@@ -377,7 +395,7 @@ def _properties(story: Story, run, task: str, output: str) -> dict:
     return json.loads(row[0])
 
 
-def test_a_new_span_is_read_alone_and_trained_warm_on_the_window_and_pushed(story):
+def test_a_new_span_is_read_alone_and_trained_warm_on_the_window_with_its_new_class_and_pushed(story):
     first, run = story.run("run-1"), story.run("run-3")
     assert run.returncode == 0, run.why()
     fingerprint = "input_fingerprint"
@@ -387,10 +405,13 @@ def test_a_new_span_is_read_alone_and_trained_warm_on_the_window_and_pushed(stor
     assert states.pop("ClipSchema") == "CACHED"                    # not downstream of Ingest
     assert set(states.values()) == {"COMPLETE"}, run.states
     assert len(story.versions["run-3"]) == 2 and story.versions["run-3"][0] == story.versions["run-1"][0]
-    # the Evaluator compared it with the model run-1 pushed (Baseline found it in gs://.../serving) and blessed it
+    # Baseline found run-1's model in gs://.../serving; its label set lacks the new class, so the Evaluator skipped
+    # the change threshold (accuracies over other classes do not compare) and blessed on the value threshold
+    baseline = _properties(story, run, "Baseline", "baseline")
+    assert baseline["found"] == 1 and baseline["source"] == f"{SERVING}/{MODEL}/{story.versions['run-1'][0]}"
     evaluation = _object_name(run.info["tasks"]["Evaluator"]["outputs"]["artifacts"]["evaluation"]["uri"])
     gate = json.loads(story.kfp.gcs.read_object(BUCKET, f"{evaluation}/gate.json"))
-    assert gate["blessed"] is True and gate["had_baseline"] is True, gate
+    assert gate["blessed"] is True and gate["had_baseline"] is False and "differ" in gate["baseline_skipped"], gate
     # Ingest read span 2 alone and ClipGen copied span 1's clips from run-1's ClipGen output (the clip store)
     examples = _properties(story, run, "Ingest", "examples")
     assert json.loads(examples["ingested_spans"]) == [2]
@@ -401,10 +422,14 @@ def test_a_new_span_is_read_alone_and_trained_warm_on_the_window_and_pushed(stor
     clips = run.info["tasks"]["ClipGen"]["outputs"]["artifacts"]["clips"]["uri"]
     names = story.kfp.gcs.list_objects(BUCKET, _object_name(clips) + "/Split-train/")
     assert any("span-00001" in n for n in names) and any("span-00002" in n for n in names), names
-    # the Trainer started from the version run-1 pushed: every variable loaded, the head kept (same classes)
+    # the Trainer started from the version run-1 pushed: the body loaded, the head (7 -> 8 classes) new
     model = _properties(story, run, "Trainer", "model")
     assert model["init_from"] == f"{SERVING}/{MODEL}/{story.versions['run-1'][0]}", model
-    assert json.loads(model["reinitialized"]) == [] and json.loads(model["new_classes"]) == []
+    assert json.loads(model["labels"]) == list(LABELS) and json.loads(model["new_classes"]) == [NEW_CLASS]
+    assert sorted(n.split("/", 1)[-1] for n in json.loads(model["reinitialized"])) == ["logits/bias", "logits/kernel"]
+    pushed = story.versions["run-3"][1]
+    assert story.kfp.gcs.read_object(BUCKET, f"serving/{MODEL}/{pushed}/assets.extra/labels.txt").decode().split() == \
+        list(LABELS)
 
 
 # ---- 4. a replica killed mid-training -------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_too_many_rejections_fail_ingest_and_clipgen_after_writing_their_reports
     properties = {
         "input_base": corpus.root,
         "input_config": proto_utils.proto_to_json(ingest.video_input_config(train_pattern=TRAIN_PATTERN)),
-        "output_config": "{}", "id_feature": "example/id", "max_rejected_fraction": 0.1}
+        "output_config": "{}", "id_feature": "example/id", "max_rejected_fraction": 0.1, "labels": json.dumps(LABELS)}
     rejected = len(_expected(corpus, "ingest", "train"))
     with pytest.raises(RuntimeError, match=rf"Ingest\[train\]: rejected {rejected} of \d+ records .* > max_rejected_"
                                            r"fraction 10\.0%; by reason .*truncated_file.*\nsee the dead letters"):

@@ -213,7 +213,7 @@ class _FakeLauncher:
 
         self.jobs.append(job)
         if job.init_weights_from:
-            write_json(warm_start.report_path(job.scratch_dir), {"reinitialized": ["logits/kernel", "logits/bias"]})
+            write_json(warm_start.report_path(job.run_dir), {"reinitialized": ["logits/kernel", "logits/bias"]})
         return LaunchResult(attempts=1, failures=(), history={"epochs": []}, worker_logs=(), seconds=0.0)
 
 
@@ -267,5 +267,5 @@ def test_train_starts_from_the_source_weights(clip_data, tmp_path, monkeypatch, 
     assert warm["initial"]["sha256"] != warm["sha256"]                  # and then trains
     assert scratch["warm_start"] is None
     assert warm["warm_start"]["loaded"] == 4 and warm["warm_start"]["reinitialized"] == []
-    assert warm_start.read_report(str(tmp_path / "second" / "scratch")) == warm["warm_start"]
+    assert warm_start.read_report(str(tmp_path / "second" / "model_run")) == warm["warm_start"]
     assert f"worker 0: warm start from {source}: 4 variables loaded, reinitialized: []" in caplog.text
