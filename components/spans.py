@@ -100,9 +100,11 @@ def _literal_prefix(pattern: str) -> str:
     return pattern[:match.start()] if match else pattern
 
 
-def list_input_files(input_base: str, splits: Sequence[tuple[str, str]]) -> list[tuple[str, str, int, str]]:
+def list_input_files(input_base: str, splits: Sequence[tuple[str, str]],
+                     checksum: bool = True) -> list[tuple[str, str, int, str]]:
     """``(split, name relative to input_base, size, base64 CRC32C)`` of every file the split globs match, in
-    split order then name order. gs://: from object metadata (nothing is downloaded); local: read and checksummed."""
+    split order then name order. gs://: from object metadata (nothing is downloaded); local: read and checksummed,
+    or with ``checksum=False`` the modification time instead ("mtime:<ns>"), which costs no read."""
     from components import gcs
     base = input_base.rstrip("/")
     rows = []
@@ -129,7 +131,9 @@ def list_input_files(input_base: str, splits: Sequence[tuple[str, str]]) -> list
                     path = os.path.join(dirpath, filename)
                     rel = os.path.relpath(path, base).replace(os.sep, "/")
                     if regex.match(rel) and os.path.isfile(path):
-                        found.append((split, rel, os.path.getsize(path), gcs.crc32c_of_file(path)))
+                        stat = os.stat(path)
+                        found.append((split, rel, stat.st_size, gcs.crc32c_of_file(path) if checksum
+                                      else f"mtime:{stat.st_mtime_ns}"))
             rows.extend(sorted(found))
     return rows
 
@@ -331,14 +335,17 @@ def _check_window(patterns: Mapping[str, str], window_spans: int, on_missing_spa
 
 
 def resolve_window(input_base: str, patterns: Mapping[str, str], *, window_spans: int = 1,
-                   newest_span=LATEST, on_missing_span: str = FAIL, today: datetime.date | None = None) -> Window:
+                   newest_span=LATEST, on_missing_span: str = FAIL, today: datetime.date | None = None,
+                   checksum: bool = False) -> Window:
     """The spans to train on (module docstring). ``patterns``: {split: pattern}; a span counts as present when
-    every split has files for it (at one common version, the highest)."""
+    every split has files for it (at one common version, the highest). A span's fingerprint is its files' names,
+    sizes and, on gs://, CRC32Cs; local files are identified by modification time unless ``checksum`` (the KFP cache
+    key's fingerprint, which must match a staged copy's), so Ingest does not read every file twice."""
     parsed = {split: SpanPattern(p) for split, p in patterns.items()}
     kind = _check_window(patterns, window_spans, on_missing_span)
     target = parse_newest_span(newest_span, kind, today)
 
-    rows = list_input_files(input_base, [(split, p.glob()) for split, p in parsed.items()])
+    rows = list_input_files(input_base, [(split, p.glob()) for split, p in parsed.items()], checksum=checksum)
     found: dict[tuple[int | None, int | None], dict[str, list]] = {}
     for split, rel, size, crc in rows:
         key = parsed[split].parse(rel)
@@ -442,7 +449,8 @@ def span_config_json(patterns: Mapping[str, str], *, window_spans: int = 1, newe
                        "on_missing_span": on_missing_span, "label_map": label_map}, sort_keys=True)
 
 
-def resolve_from_config(input_base: str, span_config: str, today: datetime.date | None = None) -> Window:
+def resolve_from_config(input_base: str, span_config: str, today: datetime.date | None = None,
+                        checksum: bool = False) -> Window:
     c = json.loads(span_config)
     return resolve_window(input_base, c["patterns"], window_spans=c["window_spans"], newest_span=c["newest_span"],
-                          on_missing_span=c["on_missing_span"], today=today)
+                          on_missing_span=c["on_missing_span"], today=today, checksum=checksum)

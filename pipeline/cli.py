@@ -23,6 +23,12 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-root", help="where TFX writes artifacts")
     parser.add_argument("--serving-dir", help="TF Serving model base path (local or gs://)")
     parser.add_argument("--workers", type=int, help="training worker processes")
+    parser.add_argument("--beam-runner", choices=("direct", "dataflow"),
+                        help="where the Beam steps run (beam.runner); dataflow needs --project, --region, "
+                             "--temp-location and the image")
+    parser.add_argument("--project", help="Google Cloud project of the Dataflow jobs (beam.project)")
+    parser.add_argument("--region", help="Dataflow region (beam.region)")
+    parser.add_argument("--temp-location", help="gs:// staging folder of the Dataflow jobs (beam.temp_location)")
 
 
 def _load(args) -> "RunConfig":
@@ -30,6 +36,8 @@ def _load(args) -> "RunConfig":
     overrides = list(args.overrides)
     for flag, key in [("data_dir", "data_dir"), ("pipeline_root", "pipeline_root"),
                       ("serving_dir", "serving_dir"), ("workers", "training.workers"), ("image", "kubeflow.image"),
+                      ("beam_runner", "beam.runner"), ("project", "beam.project"), ("region", "beam.region"),
+                      ("temp_location", "beam.temp_location"),
                       ("namespace", "kubeflow.namespace"), ("worker_cpu", "kubeflow.worker_cpu"),
                       ("worker_memory", "kubeflow.worker_memory"), ("service_account", "kubeflow.service_account")]:
         value = getattr(args, flag, None)
@@ -109,20 +117,20 @@ def cmd_demo(args) -> int:
 
 def cmd_compile(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline
-    print(compile_pipeline(_load(args), args.out))
+    print(compile_pipeline(_load(args), args.out, allow_local_beam=args.allow_local_beam))
     return 0
 
 
 def cmd_submit(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline, submit
-    package = args.package or compile_pipeline(_load(args), args.out)
+    package = args.package or compile_pipeline(_load(args), args.out, allow_local_beam=args.allow_local_beam)
     print(submit(package, args.host, args.experiment, args.run_name))
     return 0
 
 
 def cmd_schedule(args) -> int:
     from pipeline.kubeflow_runner import compile_pipeline, schedule
-    package = args.package or compile_pipeline(_load(args), args.out)
+    package = args.package or compile_pipeline(_load(args), args.out, allow_local_beam=args.allow_local_beam)
     print(schedule(package, args.host, args.experiment, args.cron, args.job_name, cache=not args.no_cache))
     return 0
 
@@ -201,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--worker-cpu", help="CPU request of each training worker (kubeflow.worker_cpu)")
         p.add_argument("--worker-memory", help="memory request of each training worker (kubeflow.worker_memory)")
         p.add_argument("--service-account", help="service account of the training pods (kubeflow.service_account)")
+        p.add_argument("--allow-local-beam", action="store_true",
+                       help="keep DirectRunner settings for one machine (--direct_running_mode, --direct_num_workers) "
+                            "in the spec: for kfp-local on this machine, not for a cluster")
         p.set_defaults(config_default="cluster")
         if name != "compile":
             p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")

@@ -99,6 +99,35 @@ class IngestConfig:
             raise ConfigError(f"ingest: {exc}") from None
 
 
+BEAM_RUNNERS = ("direct", "dataflow")
+# DirectRunner settings for one machine: in a cluster spec they would run every Beam step inside its own pod.
+LOCAL_BEAM_ARGS = ("--direct_running_mode", "--direct_num_workers")
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConfig:
+    """Where the Beam steps (Ingest, ClipGen, Transform, Evaluator) run.
+
+    ``direct``: Beam's DirectRunner in the step's own process (pod), with ``beam_args``. ``dataflow``: Google Cloud
+    Dataflow in ``project``/``region``, staging under ``temp_location`` (gs://), its workers running the pipeline's
+    image (``kubeflow.image``; the Dockerfile carries Beam's boot entrypoint); ``beam_args`` are added after."""
+    runner: str = "direct"
+    project: str = ""
+    region: str = ""
+    temp_location: str = ""
+
+    def __post_init__(self):
+        if self.runner not in BEAM_RUNNERS:
+            raise ConfigError(f"beam.runner must be one of {BEAM_RUNNERS}, got {self.runner!r}")
+        if self.runner == "dataflow":
+            missing = [f"beam.{name}" for name in ("project", "region", "temp_location") if not getattr(self, name)]
+            if missing:
+                raise ConfigError(f"beam.runner dataflow needs {', '.join(missing)} (--project, --region, "
+                                  f"--temp-location)")
+            if not self.temp_location.startswith("gs://"):
+                raise ConfigError(f"beam.temp_location must be a gs:// path for Dataflow, got {self.temp_location!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
     """When the Evaluator blesses a model (and so when it is pushed)."""
@@ -208,6 +237,7 @@ class RunConfig:
     ingest: IngestConfig = IngestConfig()       # input patterns, spans and the training window
     max_rejected_fraction: float = 0.2          # Ingest and ClipGen fail the run above this (per split)
     beam_args: tuple[str, ...] = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    beam: BeamConfig = BeamConfig()             # the runner of the Beam steps (beam_args come after its own)
     clips: ClipConfig = ClipConfig()
     # TrainingConfig fields except labels/clip_shape, which come from `labels` and `clips` above (one source each).
     training: dict = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
@@ -233,6 +263,25 @@ class RunConfig:
         if not 0.0 <= self.max_rejected_fraction <= 1.0:
             raise ConfigError(f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction!r}")
         self.ingest.check(self.data_layout)
+        if self.beam.runner != "direct":
+            if any(a.startswith("--runner") for a in self.beam_args):
+                raise ConfigError(f"beam.runner is {self.beam.runner!r} and beam_args names a runner too "
+                                  f"({list(self.beam_args)}): give it once")
+            if not self.kubeflow.image:
+                raise ConfigError("beam.runner dataflow runs the Dataflow workers in the pipeline's image: set "
+                                  "kubeflow.image (--image)")
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Every Beam step's arguments: the runner's (beam section), then ``beam_args``."""
+        if self.beam.runner == "dataflow":
+            return ["--runner=DataflowRunner", f"--project={self.beam.project}", f"--region={self.beam.region}",
+                    f"--temp_location={self.beam.temp_location}", f"--sdk_container_image={self.kubeflow.image}",
+                    "--sdk_location=container", *self.beam_args]
+        return list(self.beam_args)
+
+    def local_beam_args(self) -> list[str]:
+        """The DirectRunner-on-one-machine arguments among the Beam steps' (LOCAL_BEAM_ARGS)."""
+        return [a for a in self.beam_pipeline_args() if a.split("=", 1)[0] in LOCAL_BEAM_ARGS]
 
     def resolve_window(self, today=None):
         """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""

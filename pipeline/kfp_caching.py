@@ -56,7 +56,7 @@ def input_fingerprint(input_base: str, splits: list[tuple[str, str]],
     train on, resolved as Ingest resolves it, and the window's spans: a missing newest span fails here under
     ``on_missing_span: fail``; under ``skip`` the window ends at the newest span present, so an unchanged window
     gives the last run's digest and every step is served from the cache."""
-    window = resolve_from_config(input_base, span_config) if span_config else None
+    window = resolve_from_config(input_base, span_config, checksum=True) if span_config else None
     if window is None:
         rows = list_input_files(input_base, splits)
     else:

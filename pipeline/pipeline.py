@@ -95,5 +95,5 @@ def create_pipeline(config: RunConfig, *, metadata_path: str | None = None, **co
         components=create_components(config, **component_kwargs),
         metadata_connection_config=connection,
         enable_cache=True,
-        beam_pipeline_args=list(config.beam_args),
+        beam_pipeline_args=config.beam_pipeline_args(),
     )

@@ -162,7 +162,7 @@ class KfpGcs:
 
     def compile(self, name: str, *sets: str, workers: int = 2) -> str:
         package = str(self.tmp / f"{name}.yaml")
-        args = ["compile", "--config", "smoke", "--image", IMAGE, "--out", package, "--data-dir", DATA,
+        args = ["compile", "--config", "smoke", "--allow-local-beam", "--image", IMAGE, "--out", package, "--data-dir", DATA,
                 "--pipeline-root", ROOT, "--serving-dir", SERVING, "--workers", str(workers)]
         for s in sets:
             args += ["--set", s]

@@ -135,3 +135,29 @@ def test_kubeflow_settings_are_validated_with_their_name(tmp_path):
     config = load_config("cluster", ["kubeflow.step_resources={ClipGen: {cpu: 8, memory: 512Mi}}"])
     assert config.kubeflow.resources("ClipGen") == (8.0, 0.5)
     assert config.kubeflow.resources("Trainer") == (1.0, 2.0)
+
+
+
+def test_the_beam_steps_compile_for_dataflow_and_laptop_settings_are_refused(tmp_path):
+    common = ["--image", IMAGE, "--set", "labels=[a, b]", "--data-dir", "gs://d/v", "--pipeline-root", "gs://p/r"]
+    out = tmp_path / "dataflow.yaml"
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(out), *common, "--beam-runner", "dataflow",
+                    "--project", "proj", "--region", "europe-west4", "--temp-location", "gs://tmp-bucket/df"],
+                   check=True, capture_output=True, text=True)
+    executors = _yaml(out)["deploymentSpec"]["executors"]
+    expected = ["--runner=DataflowRunner", "--project=proj", "--region=europe-west4",
+                "--temp_location=gs://tmp-bucket/df", f"--sdk_container_image={IMAGE}", "--sdk_location=container"]
+    for step in ("Ingest", "ClipGen", "Transform", "Evaluator"):                 # every Beam step
+        assert all(arg in json.dumps(executors[f"{step}_executor"]["container"]["args"]) for arg in expected), step
+
+    # The demo preset's DirectRunner settings (one process on a laptop) are refused in a cluster spec unless asked.
+    refused = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--config", "demo", "--out",
+                              str(tmp_path / "demo.yaml"), *common], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--direct_running_mode=in_memory" in refused.stderr
+    assert "--allow-local-beam" in refused.stderr
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--config", "demo", "--allow-local-beam", "--out",
+                    str(tmp_path / "demo.yaml"), *common], check=True, capture_output=True, text=True)
+    missing = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(tmp_path / "x.yaml"), *common,
+                              "--beam-runner", "dataflow", "--project", "proj"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "beam.region, beam.temp_location" in missing.stderr
+

@@ -79,3 +79,25 @@ def test_data_layout_chooses_the_ingest_split(tmp_path):
         ingest = create_components(config)[0]
         splits = {s["name"] for s in json.loads(ingest.exec_properties["input_config"])["splits"]}
         assert splits == expected, layout
+
+
+def test_the_beam_runner_section_builds_every_beam_steps_arguments():
+    direct = load_config("demo", {"labels": ["a", "b"]})
+    assert direct.beam_pipeline_args() == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    assert direct.local_beam_args() == direct.beam_pipeline_args()
+    dataflow = load_config("cluster", {"labels": ["a", "b"], "kubeflow": {"image": "img:1"}, "beam_args": ["--max_num_workers=8"],
+                                       "beam": {"runner": "dataflow", "project": "p", "region": "r",
+                                                "temp_location": "gs://b/t"}})
+    assert dataflow.beam_pipeline_args() == [
+        "--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=gs://b/t",
+        "--sdk_container_image=img:1", "--sdk_location=container", "--max_num_workers=8"]
+    assert dataflow.local_beam_args() == []
+    bad = {"beam": {"runner": "dataflow", "project": "p", "region": "r", "temp_location": "gs://b/t"}}
+    with pytest.raises(ConfigError, match="kubeflow.image"):
+        load_config("cluster", bad)
+    with pytest.raises(ConfigError, match="give it once"):
+        load_config("cluster", {**bad, "kubeflow": {"image": "i"}, "beam_args": ["--runner=DirectRunner"]})
+    with pytest.raises(ConfigError, match="gs://"):
+        load_config("cluster", {"beam": {**bad["beam"], "temp_location": "/tmp/x"}})
+    with pytest.raises(ConfigError, match="beam.runner must be one of"):
+        load_config("cluster", {"beam": {"runner": "spark"}})

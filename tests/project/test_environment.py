@@ -64,6 +64,21 @@ def test_dockerfile_installs_the_same_lock_and_project_as_setup():
     assert not re.search(r"(?i)(secret|password|token|credentials)\s*=", docker)
 
 
+def test_dockerfile_carries_beams_boot_entrypoint_for_the_pinned_beam_and_python():
+    """The same image serves Dataflow workers: Beam's boot from the SDK image of the locked Beam and our Python."""
+    docker = _read("Dockerfile")
+    beam = re.search(r"^FROM apache/beam_python(\d+\.\d+)_sdk:(\S+) AS (\S+)$", docker, re.M)
+    assert beam, "no Beam SDK stage"
+    python_minor, beam_version, stage = beam.groups()
+    locked = re.search(r"^apache-beam==(\S+)$", _read("requirements.lock"), re.M).group(1)
+    assert beam_version == locked
+    base = re.findall(r"^FROM python:(\d+\.\d+)", docker, re.M)
+    assert base == [python_minor]
+    assert f"COPY --from={stage} /opt/apache/beam /opt/apache/beam" in docker
+    assert re.findall(r"^ENTRYPOINT (.*)$", docker, re.M) == ['["/opt/apache/beam/boot"]']
+    assert not re.search(r"^CMD ", docker, re.M)       # would become the boot's arguments
+
+
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     result = subprocess.run([hadolint, os.path.join(ROOT, "Dockerfile")], capture_output=True, text=True)
