@@ -37,7 +37,7 @@ def make_spans(out: str, videos_per_class: int, seed: int = 0) -> dict:
     data = generate_demo_data(os.path.join(out, "source"), videos_per_class=videos_per_class, num_shards=2, seed=seed)
     videos = os.path.join(out, "videos")
     os.makedirs(videos)
-    shutil.copy(data.label_map_path, os.path.join(videos, LABEL_MAP_FILENAME))   # RunConfig.with_labels reads it
+    shutil.copy(data.label_map_path, os.path.join(videos, LABEL_MAP_FILENAME))   # the label map Ingest reads (ingest.label_map)
     shards = {"train": sorted(data.train_files), "eval": sorted(data.eval_files)}
     spans = {span: {split: [files[span - 1]] for split, files in shards.items()} for span in (1, 2)}
     add_span(videos, 1, spans[1])

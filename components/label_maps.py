@@ -23,15 +23,14 @@ log = logging.getLogger(__name__)
 
 CONFIG, DATA = "config", "data"
 LABELS_PROPERTY, SOURCE_PROPERTY = "labels", "label_source"
-SERVED_LABELS_FILE = "assets.extra/labels.txt"   # written by components/trainer/export.py
+SERVED_LABELS_FILE = "assets.extra/labels.txt"   # write_served_labels, called by components/trainer/export.py
 
 
 def window_labels(input_base: str, label_map: str, window_spans: Sequence[int | None]) -> list[str]:
     """The sorted union of the label maps of the window's spans."""
     import tensorflow as tf
-    pattern = spans.SpanPattern(label_map)
     labels: set[str] = set()
-    for path in sorted({f"{input_base.rstrip('/')}/{pattern.for_span(span)}" for span in window_spans}):
+    for path in (f"{input_base.rstrip('/')}/{rel}" for rel in spans.label_map_files(label_map, window_spans)):
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"label map {path} not found (ingest.label_map: {label_map!r}); "
                                     f"or configure `labels` explicitly")
@@ -51,6 +50,15 @@ def recorded(artifact) -> tuple[list[str], str]:
     """(labels, source) an upstream step recorded; ([], "") when it recorded none."""
     text = artifact.get_string_custom_property(LABELS_PROPERTY)
     return (json.loads(text) if text else []), artifact.get_string_custom_property(SOURCE_PROPERTY)
+
+
+def write_served_labels(model_dir: str, labels: Sequence[str]) -> None:
+    """The class names beside an exported model (its assets.extra/labels.txt), one a line."""
+    import tensorflow as tf
+    path = f"{model_dir.rstrip('/')}/{SERVED_LABELS_FILE}"
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("".join(f"{label}\n" for label in labels))
 
 
 def served_labels(model_dir: str) -> list[str] | None:

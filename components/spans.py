@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -189,7 +190,9 @@ class SpanPattern:
             out = out.replace(spec, "\0")
         return re.sub("\0+", "*", out)   # {YYYY}{MM}{DD} is one "*": "**" would cross folders
 
+    @functools.cached_property
     def _regex(self) -> re.Pattern:
+        """Built once per pattern: ``parse`` runs for every listed file."""
         parts, i = [], 0
         spec_re = re.compile(r"\{SPAN(?::\d+)?\}|\{VERSION(?::\d+)?\}|\{YYYY\}|\{MM\}|\{DD\}")
         for match in spec_re.finditer(self.pattern):
@@ -209,7 +212,7 @@ class SpanPattern:
 
     def parse(self, relative_path: str) -> tuple[int | None, int | None] | None:
         """(span, version) of a file that matches the pattern, None for one that does not."""
-        match = self._regex().match(relative_path)
+        match = self._regex.match(relative_path)
         if not match:
             return None
         groups = match.groupdict()
@@ -301,19 +304,6 @@ class Window:
         fmt = SpanPattern(next(iter(patterns.values()))).format_span
         spans = ", ".join(fmt(s.span) + (f" v{s.version}" if s.version is not None else "") for s in self.spans)
         return f"spans [{spans}]" + (f" (span {fmt(self.newest_expected)} missing: skipped)" if self.skipped else "")
-
-    def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "skipped": self.skipped, "newest_expected": self.newest_expected,
-                           "spans": [{"span": s.span, "version": s.version, "fingerprint": s.fingerprint,
-                                      "files": {k: [list(r) for r in v] for k, v in s.files.items()}}
-                                     for s in self.spans]}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Window":
-        d = json.loads(text)
-        spans = tuple(SpanFiles(s["span"], s["version"], {k: tuple(tuple(r) for r in v) for k, v in s["files"].items()})
-                      for s in d["spans"])
-        return cls(spans, d["newest_expected"], d["skipped"], d["kind"])
 
 
 def _check_window(patterns: Mapping[str, str], window_spans: int, on_missing_span: str) -> str | None:
@@ -441,12 +431,15 @@ def span_config_json(patterns: Mapping[str, str], *, window_spans: int = 1, newe
     if label_kind not in (None, kind) or SpanPattern(label_map).has_version:
         raise ValueError(f"label_map {label_map!r} must use the input patterns' span specs or none, and no "
                          f"{{VERSION}} (patterns: {dict(patterns)})")
-    if newest_span != TODAY:
-        parse_newest_span(newest_span, kind)
-    elif kind != "date":
-        raise ValueError("newest_span 'today' needs date patterns ({YYYY}{MM}{DD})")
+    parse_newest_span(newest_span, kind)
     return json.dumps({"patterns": dict(patterns), "window_spans": window_spans, "newest_span": newest_span,
                        "on_missing_span": on_missing_span, "label_map": label_map}, sort_keys=True)
+
+
+def label_map_files(label_map: str, span_numbers: Sequence[int | None]) -> list[str]:
+    """The label map files (relative to the input base) of these spans: one, or one per span."""
+    pattern = SpanPattern(label_map)
+    return sorted({pattern.for_span(span) for span in span_numbers})
 
 
 def resolve_from_config(input_base: str, span_config: str, today: datetime.date | None = None,

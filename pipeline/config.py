@@ -90,11 +90,12 @@ class IngestConfig:
         return ({"all": self.records_pattern} if data_layout == "split_by_id"
                 else {"train": self.train_pattern, "eval": self.eval_pattern})
 
-    def check(self, data_layout: str) -> None:
+    def span_config(self, data_layout: str) -> str:
+        """Ingest's ``span_config`` parameter (components/spans.py); a bad setting is a ConfigError."""
         try:
-            span_config_json(self.patterns(data_layout), window_spans=self.window_spans,
-                             newest_span=self.newest_span, on_missing_span=self.on_missing_span,
-                             label_map=self.label_map)
+            return span_config_json(self.patterns(data_layout), window_spans=self.window_spans,
+                                    newest_span=self.newest_span, on_missing_span=self.on_missing_span,
+                                    label_map=self.label_map)
         except ValueError as exc:
             raise ConfigError(f"ingest: {exc}") from None
 
@@ -262,7 +263,7 @@ class RunConfig:
             raise ConfigError(f"data_layout must be 'pre_split' or 'split_by_id', got {self.data_layout!r}")
         if not 0.0 <= self.max_rejected_fraction <= 1.0:
             raise ConfigError(f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction!r}")
-        self.ingest.check(self.data_layout)
+        self.ingest.span_config(self.data_layout)   # validates the window settings now
         if self.beam.runner != "direct":
             if any(a.startswith("--runner") for a in self.beam_args):
                 raise ConfigError(f"beam.runner is {self.beam.runner!r} and beam_args names a runner too "
@@ -285,20 +286,12 @@ class RunConfig:
 
     def resolve_window(self, today=None):
         """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""
-        from components.spans import resolve_window
-        return resolve_window(self.data_dir, self.ingest.patterns(self.data_layout),
-                              window_spans=self.ingest.window_spans, newest_span=self.ingest.newest_span,
-                              on_missing_span=self.ingest.on_missing_span, today=today)
+        from components.spans import resolve_from_config
+        return resolve_from_config(self.data_dir, self.ingest.span_config(self.data_layout), today=today)
 
     def training_config(self) -> TrainingConfig:
         """The Trainer's config; with ``labels`` empty the Trainer takes the run's label map from its clips."""
         return TrainingConfig(labels=self.labels, clip_shape=self.clips.shape, **self.training)
-
-    def label_map_path(self) -> str:
-        """The label map file when it is one for every span (``ingest.label_map`` without span specs), else ""."""
-        if SpanPattern(self.ingest.label_map).kind is not None:
-            return ""
-        return f"{self.data_dir.rstrip('/')}/{self.ingest.label_map}"
 
 
 # The demo recipe (README "Demo", measured with bench/demo_accuracy.py on the demo clips, oneDNN capped at AVX2, so

@@ -30,7 +30,7 @@ import os
 import sys
 import time
 
-from components.spans import (DEFAULT_LABEL_MAP, SpanPattern, files_digest, list_input_files,  # noqa: F401
+from components.spans import (DEFAULT_LABEL_MAP, files_digest, label_map_files, list_input_files,  # noqa: F401
                               resolve_from_config, translate_pattern)
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ def input_fingerprint(input_base: str, splits: list[tuple[str, str]],
         splits = list(config["patterns"].items())
         rows = [(split, *row) for s in window.spans for split in sorted(s.files) for row in s.files[split]]
         # The label maps the run reads (components/label_maps.py): a new class changes the key too.
-        label_map = SpanPattern(config.get("label_map", DEFAULT_LABEL_MAP))
-        rows += list_input_files(input_base, sorted({("label_map", label_map.for_span(s.span)) for s in window.spans}))
+        rows += list_input_files(input_base, [("label_map", rel) for rel in
+                                              label_map_files(config.get("label_map", DEFAULT_LABEL_MAP),
+                                                              [s.span for s in window.spans])])
     digest = files_digest(rows + ([("window", json.dumps([[s.span, s.version] for s in window.spans]), 0, "")]
                                   if window is not None and window.kind is not None else []))
     summary = {"input_base": input_base, "splits": {}}

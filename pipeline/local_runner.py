@@ -54,7 +54,7 @@ class _ComponentTimer(logging.Handler):
 def run_local(config: RunConfig) -> RunSummary:
     # Before anything is cached: a missing newest span fails here (on_missing_span: fail), or skips the run.
     window = config.resolve_window()
-    if window.spans[-1].span is not None:
+    if window.kind is not None:
         print(f"[run-local] input window: {window.describe(config.ingest.patterns(config.data_layout))}", flush=True)
     if window.skipped:
         why = (f"the newest span is missing (ingest.newest_span: {config.ingest.newest_span}); "

@@ -113,5 +113,5 @@ class ClipGen(base_beam_component.BaseBeamComponent):
 
     @property
     def labels(self) -> list[str]:
-        """The sorted label map: what Transform's custom_config "labels" must be."""
+        """The configured label map, sorted; empty: the run's, which Ingest reads from the data."""
         return json.loads(self.spec.exec_properties["labels"])

@@ -19,6 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
                                         extract_clips, record_id)
 from components.rejections import add_split_counts, count_outcome, dead_letter_line
+from components.spans import examples_file_prefix
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, WriteToGzipTFRecord
 from components.video_format import LabelMap
 
@@ -29,7 +30,6 @@ DEAD_LETTER = "dead_letter"
 OUTCOMES = "outcomes"
 STATS = "stats"
 
-CLIPS_FILE_PREFIX = "data_tfrecord"        # the name TFX ExampleGen gives its shards
 DEAD_LETTER_FILE_PREFIX = "dead_letter"
 PROGRESS_EVERY_S = 30.0
 
@@ -183,7 +183,7 @@ def clip_split(pipeline: beam.Pipeline, split: str, input_patterns: list[str], c
              for i, pattern in enumerate(input_patterns)]
     videos = reads[0] if len(reads) == 1 else reads | f"Flatten{where}" >> beam.Flatten()
     out = videos | f"VideosToClips{where}" >> VideosToClips(split, config)
-    prefix = os.path.join(clips_dir, CLIPS_FILE_PREFIX + suffix)
+    prefix = os.path.join(clips_dir, examples_file_prefix(tag))   # data_tfrecord[-span-00007], as Ingest's
     writer = (clip_writer(prefix, compression_level, num_shards=num_shards) if num_shards
               else clip_writer(prefix, compression_level))
     _ = out[CLIPS] | f"WriteClips{where}" >> writer

@@ -17,7 +17,6 @@ import tensorflow as tf
 from tfx import types
 
 from components import spans
-from components.clipgen.transforms import CLIPS_FILE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class SpanWindow:
             return
         for span in self.spans_to_cut:
             info = self.info[span]
-            prefix = f"{CLIPS_FILE_PREFIX}-{info['tag']}-"
+            prefix = spans.examples_file_prefix(info["tag"]) + "-"
             files = {split: sorted(os.path.basename(p) for p in tf.io.gfile.glob(
                 f"{clips.uri.rstrip('/')}/Split-{split}/{prefix}*")) for split in splits}
             spans.write_store_entry(store, span, {

@@ -16,7 +16,6 @@ The class names are also in ``assets.extra/labels.txt``, one a line.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Sequence
 
@@ -26,13 +25,11 @@ from bresnet._keras import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import transform_module
+from components import label_maps, transform_module
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig
 from components.trainer.precision import serving_precision
 from components.trainer.training import build_model
 from components.video_format import ClipKeys, clip_feature_spec, encode_frames_tensor
-
-LABELS_FILE = "assets.extra/labels.txt"
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +135,8 @@ def export_serving_model(weights: Sequence[np.ndarray], config: TrainingConfig, 
     signatures = make_signatures(model, config.labels, config.clip_shape)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
     # The class names as a file too (TF Serving ignores assets.extra/): a later run compares its label map with
-    # the served model's without loading it (components/trainer/labels.py).
-    tf.io.gfile.makedirs(f"{export_dir.rstrip('/')}/{os.path.dirname(LABELS_FILE)}")
-    with tf.io.gfile.GFile(f"{export_dir.rstrip('/')}/{LABELS_FILE}", "w") as f:
-        f.write("".join(f"{label}\n" for label in config.labels))
+    # the served model's without loading it.
+    label_maps.write_served_labels(export_dir, config.labels)
     logger.info("exported serving model to %s in %.1fs (computes in %s; signatures: %s)", export_dir,
                 time.perf_counter() - started, precision, ", ".join(sorted(signatures)))
     return export_dir
