@@ -73,6 +73,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
 from components import label_maps, spans, video_format
+from components.sinks import WriteTextLines
 from components.spans import (CLIP_STORE_KEY, INGESTED_PROPERTY, REUSED_PROPERTY, WINDOW_PROPERTY,
                               examples_file_prefix)
 from components.rejections import (add_split_counts, check_max_rejected_fraction, check_split_accounting,
@@ -449,13 +450,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _ = (all_dead
                      | f"DeadLetters[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
                      | f"DeadLetterLines[{name}]" >> beam.Values()
-                     | f"WriteDeadLetter[{name}]" >> beam.io.WriteToText(
+                     | f"WriteDeadLetter[{name}]" >> WriteTextLines(
                          os.path.join(dead_letter_uri, f"Split-{name}", DEAD_LETTER_FILE_PREFIX),
                          file_name_suffix=".jsonl"))
             _ = (outcomes | "FlattenOutcomes" >> beam.Flatten()
                  | "CountOutcomes" >> beam.CombineGlobally(IngestStatsFn())
                  | "StatsToJson" >> beam.Map(lambda s: json.dumps(s, sort_keys=True))
-                 | "WriteStats" >> beam.io.WriteToText(parts_path, shard_name_template="", num_shards=1))
+                 | "WriteStats" >> WriteTextLines(parts_path, shard_name_template=""))
 
 
 # ---- the component -----------------------------------------------------------------------------------------

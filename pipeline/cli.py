@@ -23,9 +23,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-root", help="where TFX writes artifacts")
     parser.add_argument("--serving-dir", help="TF Serving model base path (local or gs://)")
     parser.add_argument("--workers", type=int, help="training worker processes")
-    parser.add_argument("--beam-runner", choices=("direct", "dataflow"),
-                        help="where the Beam steps run (beam.runner); dataflow needs --project, --region, "
-                             "--temp-location and the image")
+    parser.add_argument("--beam-runner", choices=("direct", "flink", "dataflow"),
+                        help="where the Beam steps run (beam.runner): flink runs them on an embedded Flink "
+                             "cluster (beam.flink_master, beam.job_endpoint for a cluster's); dataflow needs "
+                             "--project, --region, --temp-location and the image")
     parser.add_argument("--project", help="Google Cloud project of the Dataflow jobs (beam.project)")
     parser.add_argument("--region", help="Dataflow region (beam.region)")
     parser.add_argument("--temp-location", help="gs:// staging folder of the Dataflow jobs (beam.temp_location)")

@@ -100,22 +100,53 @@ class IngestConfig:
             raise ConfigError(f"ingest: {exc}") from None
 
 
-BEAM_RUNNERS = ("direct", "dataflow")
-# DirectRunner settings for one machine: in a cluster spec they would run every Beam step inside its own pod.
+BEAM_RUNNERS = ("direct", "flink", "dataflow")
+# DirectRunner settings for one machine: in a cluster spec they would run every Beam step inside its own pod. Other
+# runners ignore them, so they are left out of those runners' arguments.
 LOCAL_BEAM_ARGS = ("--direct_running_mode", "--direct_num_workers")
+FLINK_ENVIRONMENTS = ("loopback", "external", "docker")
+FLINK_LOCAL_MASTER = "[local]"
+# Beam's Flink job server as scripts/install_standins.sh assembles it from Maven Central (scripts/flink-job-server/).
+DEFAULT_FLINK_JOB_SERVER_JAR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache",
+                                            "flink-job-server", "beam-flink-job-server.jar")
+# Flink's configuration for the clusters Beam's job server makes (the embedded one, or its remote environments): the
+# restart strategy of a failed batch job.
+DEFAULT_FLINK_CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "flink")
+DEFAULT_WORKER_POOL = "localhost:50000"
+# Beam's FlinkRunner with one job server per process, stopped with the run (components/beam_workers.py).
+FLINK_RUNNER = "components.beam_workers.SharedJobServerFlinkRunner"   # Beam's Python worker pool as a sidecar of each Flink TaskManager
 
 
 @dataclasses.dataclass(frozen=True)
 class BeamConfig:
     """Where the Beam steps (Ingest, ClipGen, Transform, Evaluator) run.
 
-    ``direct``: Beam's DirectRunner in the step's own process (pod), with ``beam_args``. ``dataflow``: Google Cloud
-    Dataflow in ``project``/``region``, staging under ``temp_location`` (gs://), its workers running the pipeline's
-    image (``kubeflow.image``; the Dockerfile carries Beam's boot entrypoint); ``beam_args`` are added after."""
+    ``direct``: Beam's DirectRunner in the step's own process (pod), with ``beam_args``.
+
+    ``flink``: Apache Flink through Beam's portable runner, ``parallelism`` tasks per stage. By default an embedded
+    Flink cluster (``flink_master: "[local]"``) inside Beam's Flink job server, which the runner starts once per
+    process from ``flink_job_server_jar`` (scripts/install_standins.sh builds it) with Flink's configuration from
+    ``flink_conf_dir`` (deploy/flink: a failed job is re-run twice), and the Python code in SDK worker processes
+    of the step's own (``environment: loopback``). On a cluster: ``job_endpoint`` names a running job server (the
+    Flink operator's, or Beam's job server image beside a Flink cluster) and ``environment: external`` a Python
+    worker pool (``environment_config``, default a TaskManager sidecar at localhost:50000), or ``docker`` the
+    image the workers run (``environment_config``, default ``kubeflow.image``).
+
+    ``dataflow``: Google Cloud Dataflow in ``project``/``region``, staging under ``temp_location`` (gs://), its
+    workers running the pipeline's image (``kubeflow.image``; the Dockerfile carries Beam's boot entrypoint).
+
+    ``beam_args`` are added after the runner's own arguments (DirectRunner-only ones only for ``direct``)."""
     runner: str = "direct"
     project: str = ""
     region: str = ""
     temp_location: str = ""
+    flink_master: str = FLINK_LOCAL_MASTER
+    job_endpoint: str = ""
+    flink_job_server_jar: str = ""
+    flink_conf_dir: str = DEFAULT_FLINK_CONF_DIR
+    environment: str = "loopback"
+    environment_config: str = ""
+    parallelism: int = 2
 
     def __post_init__(self):
         if self.runner not in BEAM_RUNNERS:
@@ -127,6 +158,39 @@ class BeamConfig:
                                   f"--temp-location)")
             if not self.temp_location.startswith("gs://"):
                 raise ConfigError(f"beam.temp_location must be a gs:// path for Dataflow, got {self.temp_location!r}")
+        if self.environment not in FLINK_ENVIRONMENTS:
+            raise ConfigError(f"beam.environment must be one of {FLINK_ENVIRONMENTS}, got {self.environment!r}")
+        if isinstance(self.parallelism, bool) or not isinstance(self.parallelism, int) or self.parallelism < 1:
+            raise ConfigError(f"beam.parallelism must be a positive int, got {self.parallelism!r}")
+        if self.environment == "loopback" and self.environment_config:
+            raise ConfigError(f"beam.environment_config is for the external and docker environments; loopback "
+                              f"starts its workers itself (got {self.environment_config!r})")
+
+    def job_server_jar(self) -> str:
+        return self.flink_job_server_jar or DEFAULT_FLINK_JOB_SERVER_JAR
+
+    def flink_args(self, image: str) -> list[str]:
+        """The Flink runner's arguments (runner flink)."""
+        if self.job_endpoint:
+            args = ["--runner=PortableRunner", f"--job_endpoint={self.job_endpoint}"]
+        else:
+            args = [f"--runner={FLINK_RUNNER}", f"--flink_master={self.flink_master}",
+                    f"--flink_job_server_jar={self.job_server_jar()}", f"--flink_conf_dir={self.flink_conf_dir}"]
+        args.append(f"--parallelism={self.parallelism}")
+        if self.environment == "loopback":
+            # SDK workers as child processes (Beam's worker pool, use_loopback_process_worker), not threads of the
+            # step's own process: DoFns are pickled and unpickled as on a cluster's workers.
+            args += ["--environment_type=LOOPBACK", "--experiments=use_loopback_process_worker"]
+        elif self.environment == "external":
+            args += ["--environment_type=EXTERNAL", f"--environment_config={self.environment_config or DEFAULT_WORKER_POOL}"]
+        else:
+            args += ["--environment_type=DOCKER", f"--environment_config={self.environment_config or image}"]
+        return args
+
+    def local_flink_args(self, args: list[str]) -> list[str]:
+        """Among the flink arguments ``args``, those that keep the Beam steps on the submitting machine."""
+        local = {f"--flink_master={FLINK_LOCAL_MASTER}", "--environment_type=LOOPBACK"}
+        return [a for a in args if a in local or a.startswith("--flink_job_server_jar=")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,21 +332,33 @@ class RunConfig:
             if any(a.startswith("--runner") for a in self.beam_args):
                 raise ConfigError(f"beam.runner is {self.beam.runner!r} and beam_args names a runner too "
                                   f"({list(self.beam_args)}): give it once")
-            if not self.kubeflow.image:
-                raise ConfigError("beam.runner dataflow runs the Dataflow workers in the pipeline's image: set "
-                                  "kubeflow.image (--image)")
+        if self.beam.runner == "dataflow" and not self.kubeflow.image:
+            raise ConfigError("beam.runner dataflow runs the Dataflow workers in the pipeline's image: set "
+                              "kubeflow.image (--image)")
+        if (self.beam.runner == "flink" and self.beam.environment == "docker" and not self.beam.environment_config
+                and not self.kubeflow.image):
+            raise ConfigError("beam.environment docker runs the SDK workers in an image: set "
+                              "beam.environment_config or kubeflow.image (--image)")
 
     def beam_pipeline_args(self) -> list[str]:
-        """Every Beam step's arguments: the runner's (beam section), then ``beam_args``."""
-        if self.beam.runner == "dataflow":
-            return ["--runner=DataflowRunner", f"--project={self.beam.project}", f"--region={self.beam.region}",
-                    f"--temp_location={self.beam.temp_location}", f"--sdk_container_image={self.kubeflow.image}",
-                    "--sdk_location=container", *self.beam_args]
-        return list(self.beam_args)
+        """Every Beam step's arguments: the runner's (beam section), then ``beam_args`` (without the DirectRunner's
+        own when another runner runs them)."""
+        if self.beam.runner == "direct":
+            return list(self.beam_args)
+        extra = [a for a in self.beam_args if a.split("=", 1)[0] not in LOCAL_BEAM_ARGS]
+        if self.beam.runner == "flink":
+            return [*self.beam.flink_args(self.kubeflow.image), *extra]
+        return ["--runner=DataflowRunner", f"--project={self.beam.project}", f"--region={self.beam.region}",
+                f"--temp_location={self.beam.temp_location}", f"--sdk_container_image={self.kubeflow.image}",
+                "--sdk_location=container", *extra]
 
     def local_beam_args(self) -> list[str]:
-        """The DirectRunner-on-one-machine arguments among the Beam steps' (LOCAL_BEAM_ARGS)."""
-        return [a for a in self.beam_pipeline_args() if a.split("=", 1)[0] in LOCAL_BEAM_ARGS]
+        """The arguments that tie the Beam steps to the submitting machine: the DirectRunner's (LOCAL_BEAM_ARGS),
+        or Flink's embedded cluster, loopback workers and job server jar."""
+        args = self.beam_pipeline_args()
+        if self.beam.runner == "flink":
+            return self.beam.local_flink_args(args)
+        return [a for a in args if a.split("=", 1)[0] in LOCAL_BEAM_ARGS]
 
     def resolve_window(self, today=None):
         """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""

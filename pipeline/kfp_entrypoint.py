@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as target
     args = prepare_argv(args)
+    # The Beam step's arguments sit inside the executor input; loopback process workers (beam.runner flink with
+    # --allow-local-beam, as kfp-local runs it) need this interpreter first on PATH (components/beam_workers.py).
+    from components.beam_workers import put_interpreter_first_on_path
+    put_interpreter_first_on_path()
     app.run(target.main, argv=[sys.argv[0], *args], flags_parser=target._parse_flags)
 
 

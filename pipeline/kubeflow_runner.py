@@ -49,14 +49,16 @@ def build_kubeflow_pipeline(config: RunConfig) -> Pipeline:
 def compile_pipeline(config: RunConfig, out: str, *, allow_local_beam: bool = False) -> str:
     """Writes ``out`` (.yaml: KFP PipelineSpec, .json: Vertex PipelineJob) and returns its path.
 
-    Refuses DirectRunner-on-one-machine arguments (``--direct_running_mode``, ``--direct_num_workers``) unless
-    ``allow_local_beam``: on a cluster they would run each Beam step inside its own pod (kfp-local on this machine
-    is where they belong)."""
+    Refuses Beam arguments that keep every Beam step on one machine unless ``allow_local_beam``: the
+    DirectRunner's (``--direct_running_mode``, ``--direct_num_workers``), or Flink's embedded cluster, loopback
+    workers and a local job server jar. On a cluster they would run each Beam step inside its own pod (kfp-local on
+    this machine is where they belong)."""
     if not out.endswith((".yaml", ".yml", ".json")):
         raise ConfigError(f"--out must end in .yaml (KFP) or .json (Vertex), got {out!r}")
     if config.local_beam_args() and not allow_local_beam:
-        raise ConfigError(f"the Beam steps would run with one machine's DirectRunner settings "
-                          f"{config.local_beam_args()} in every step's pod: compile with --beam-runner dataflow, or "
+        raise ConfigError(f"the Beam steps would run with one machine's settings {config.local_beam_args()} in every "
+                          f"step's pod: compile with --beam-runner dataflow, or --beam-runner flink with "
+                          f"beam.job_endpoint (a Flink job server) and beam.environment external or docker, or "
                           f"beam_args=[] (DirectRunner in each pod), or pass --allow-local-beam (e.g. for kfp-local)")
     image = config.kubeflow.image
     if not image:

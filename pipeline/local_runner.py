@@ -12,7 +12,9 @@ import tensorflow_model_analysis as tfma
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+from components import beam_workers
 from components.evaluation import GATE_FILE
+from components.trainer.launcher import termination_guard
 from pipeline.config import RunConfig
 from pipeline.pipeline import create_pipeline
 
@@ -62,6 +64,8 @@ def run_local(config: RunConfig) -> RunSummary:
         print(f"[run-local] {why}", flush=True)
         return RunSummary(seconds=0.0, blessed=None, pushed_version=None, pushed_path=None, metrics={},
                           gate_failures=[], component_seconds={}, skipped=why)
+    beam_args = config.beam_pipeline_args()
+    beam_workers.prepare(beam_args)
     os.makedirs(config.pipeline_root, exist_ok=True)
     timer = _ComponentTimer()
     root_logger = logging.getLogger()
@@ -78,11 +82,18 @@ def run_local(config: RunConfig) -> RunSummary:
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root_logger.addHandler(file_handler)
     print(f"[run-local] pipeline {config.pipeline_name}: full log in {log_path}", flush=True)
+    print(f"[run-local] Beam steps (Ingest, ClipGen, Transform, Evaluator) on {beam_workers.describe(beam_args)}",
+          flush=True)
     if root_logger.level > logging.INFO or root_logger.level == logging.NOTSET:
         root_logger.setLevel(logging.INFO)
     start = time.time()
     try:
-        LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
+        # SIGTERM raises here (as Ctrl-C does), so the cleanup below runs before the process ends.
+        with termination_guard():
+            try:
+                LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
+            finally:
+                beam_workers.stop_job_servers()   # Flink's job server, when the Beam steps ran on Flink
     finally:
         absl_logger.removeHandler(timer)
         absl_logger.setLevel(absl_level)

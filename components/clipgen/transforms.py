@@ -19,6 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from components.clipgen.extract import (PROCESSING_ERROR, REJECT_REASONS, ClipGenConfig, Rejected,
                                         extract_clips, record_id)
 from components.rejections import add_split_counts, count_outcome, dead_letter_line
+from components.sinks import WriteTextLines
 from components.spans import examples_file_prefix
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, WriteToGzipTFRecord
 from components.video_format import LabelMap
@@ -187,10 +188,10 @@ def clip_split(pipeline: beam.Pipeline, split: str, input_patterns: list[str], c
     writer = (clip_writer(prefix, compression_level, num_shards=num_shards) if num_shards
               else clip_writer(prefix, compression_level))
     _ = out[CLIPS] | f"WriteClips{where}" >> writer
-    _ = out[DEAD_LETTER] | f"WriteDeadLetter{where}" >> beam.io.WriteToText(
+    _ = out[DEAD_LETTER] | f"WriteDeadLetter{where}" >> WriteTextLines(
         os.path.join(dead_letter_dir, DEAD_LETTER_FILE_PREFIX + suffix), file_name_suffix=".jsonl")
     _ = (out[STATS] | f"StatsToJson{where}" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
-         | f"WriteStats{where}" >> beam.io.WriteToText(stats_path, shard_name_template="", num_shards=1))
+         | f"WriteStats{where}" >> WriteTextLines(stats_path, shard_name_template=""))
 
 
 def beam_counters(result: beam.runners.runner.PipelineResult) -> dict[str, dict[str, int]]:

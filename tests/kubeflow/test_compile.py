@@ -161,3 +161,21 @@ def test_the_beam_steps_compile_for_dataflow_and_laptop_settings_are_refused(tmp
                               "--beam-runner", "dataflow", "--project", "proj"], capture_output=True, text=True)
     assert missing.returncode == 2 and "beam.region, beam.temp_location" in missing.stderr
 
+
+def test_the_beam_steps_compile_for_a_flink_job_server_and_the_embedded_cluster_is_refused(tmp_path):
+    common = ["--image", IMAGE, "--set", "labels=[a, b]", "--data-dir", "gs://d/v", "--pipeline-root", "gs://p/r",
+              "--beam-runner", "flink"]
+    out = tmp_path / "flink.yaml"
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(out), *common,
+                    "--set", "beam.job_endpoint=flink-jobserver.flink:8099", "--set", "beam.environment=external"],
+                   check=True, capture_output=True, text=True)
+    executors = _yaml(out)["deploymentSpec"]["executors"]
+    expected = ["--runner=PortableRunner", "--job_endpoint=flink-jobserver.flink:8099", "--parallelism=2",
+                "--environment_type=EXTERNAL", "--environment_config=localhost:50000"]
+    for step in ("Ingest", "ClipGen", "Transform", "Evaluator"):
+        assert all(arg in json.dumps(executors[f"{step}_executor"]["container"]["args"]) for arg in expected), step
+    refused = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(tmp_path / "local.yaml"),
+                              *common], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--flink_master=[local]" in refused.stderr, refused.stderr
+    assert "beam.job_endpoint" in refused.stderr
+

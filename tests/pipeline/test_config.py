@@ -1,4 +1,6 @@
 """The typed run config: presets, YAML files, overrides, and clear errors for bad values."""
+import os
+
 import pytest
 
 from pipeline.config import ConfigError, RunConfig, dump_yaml, load_config, parse_override
@@ -100,3 +102,54 @@ def test_the_beam_runner_section_builds_every_beam_steps_arguments():
         load_config("cluster", {"beam": {**bad["beam"], "temp_location": "/tmp/x"}})
     with pytest.raises(ConfigError, match="beam.runner must be one of"):
         load_config("cluster", {"beam": {"runner": "spark"}})
+    with pytest.raises(ConfigError, match="beam.environment must be one of"):
+        load_config("cluster", {"beam": {"runner": "flink", "environment": "thread"}})
+    with pytest.raises(ConfigError, match="beam.parallelism"):
+        load_config("cluster", {"beam": {"runner": "flink", "parallelism": 0}})
+    with pytest.raises(ConfigError, match="loopback starts its workers"):
+        load_config("cluster", {"beam": {"runner": "flink", "environment_config": "localhost:50000"}})
+    with pytest.raises(ConfigError, match="beam.environment docker"):
+        load_config("cluster", {"beam": {"runner": "flink", "environment": "docker"}})
+
+
+def test_flink_runs_the_beam_steps_embedded_here_and_through_a_job_server_on_a_cluster():
+    from components.beam_workers import SHARED_JOB_SERVER_RUNNER
+    from pipeline.config import DEFAULT_FLINK_CONF_DIR, DEFAULT_FLINK_JOB_SERVER_JAR
+    local = load_config("smoke", {"labels": ["a", "b"], "beam": {"runner": "flink"}})
+    assert local.beam_pipeline_args() == [      # smoke's DirectRunner arguments are left out
+        f"--runner={SHARED_JOB_SERVER_RUNNER}", "--flink_master=[local]", f"--flink_job_server_jar={DEFAULT_FLINK_JOB_SERVER_JAR}",
+        f"--flink_conf_dir={DEFAULT_FLINK_CONF_DIR}", "--parallelism=2", "--environment_type=LOOPBACK",
+        "--experiments=use_loopback_process_worker"]
+    assert local.local_beam_args() == ["--flink_master=[local]",
+                                       f"--flink_job_server_jar={DEFAULT_FLINK_JOB_SERVER_JAR}",
+                                       "--environment_type=LOOPBACK"]
+    assert os.path.isfile(os.path.join(DEFAULT_FLINK_CONF_DIR, "flink-conf.yaml"))
+    cluster = load_config("cluster", {"labels": ["a", "b"], "kubeflow": {"image": "img:1"},
+                                      "beam_args": ["--max_bundle_size=8"],
+                                      "beam": {"runner": "flink", "job_endpoint": "flink-jobserver:8099",
+                                               "environment": "external", "parallelism": 8}})
+    assert cluster.beam_pipeline_args() == [
+        "--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099", "--parallelism=8",
+        "--environment_type=EXTERNAL", "--environment_config=localhost:50000", "--max_bundle_size=8"]
+    assert cluster.local_beam_args() == []
+    docker = load_config("cluster", {"labels": ["a", "b"], "kubeflow": {"image": "img:1"},
+                                     "beam": {"runner": "flink", "job_endpoint": "js:8099", "environment": "docker"}})
+    assert docker.beam_pipeline_args()[-2:] == ["--environment_type=DOCKER", "--environment_config=img:1"]
+
+
+def test_beam_workers_prepare_loopback_process_workers_and_check_the_job_server(tmp_path, monkeypatch):
+    import sys
+
+    from components import beam_workers
+    from pipeline.config import DEFAULT_FLINK_JOB_SERVER_JAR
+    args = load_config("smoke", {"labels": ["a", "b"], "beam": {"runner": "flink"}}).beam_pipeline_args()
+    assert beam_workers.uses_process_workers(args)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    beam_workers.put_interpreter_first_on_path()
+    assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)   # Beam starts `python -c`
+    missing = [a.replace(DEFAULT_FLINK_JOB_SERVER_JAR, str(tmp_path / "none.jar")) for a in args]
+    with pytest.raises(FileNotFoundError, match="make standins"):
+        beam_workers.prepare(missing)
+    assert beam_workers.describe(args) == ("Flink (an embedded Flink cluster, parallelism 2; SDK worker processes "
+                                           "of this step)")
+    assert beam_workers.describe(["--direct_running_mode=in_memory"]) == "DirectRunner (in_memory, 1 workers)"
