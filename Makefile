@@ -9,7 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 setup:
 	@bash scripts/setup.sh
 
-# The tests' cloud stand-ins (a GCS fake built from its Go module, iproute2 for network namespaces); cached.
+# The tests' cloud stand-ins (a GCS fake built from its Go module, iproute2 for network namespaces) and Beam's Flink
+# job server (assembled from Maven Central; --beam-runner flink needs it); cached.
 standins:
 	@bash scripts/install_standins.sh
 

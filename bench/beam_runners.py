@@ -1,6 +1,6 @@
 """ClipGen and Transform on Flink (parallelism 2) and on the DirectRunner, on the same data in the same run (#13).
 
-  python -m bench.beam_runners [--out bench/out/beam_runners] [--videos-per-class 25] [--factor 4] [--repeats 2]
+  python -m bench.beam_runners [--out bench/out/beam_runners] [--videos-per-class 25] [--factor 16] [--repeats 3]
                                [--json bench/beam_runners.json]
 
 Not part of `make bench` (minutes of Flink jobs). Runners, each with the arguments the project builds:
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="bench/out/beam_runners")
     parser.add_argument("--json", default="bench/beam_runners.json")
     parser.add_argument("--videos-per-class", type=int, default=25)
-    parser.add_argument("--factor", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--factor", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
     from bench.clipgen_speed import clip_config, demo_dataset, replicated, run_clipgen

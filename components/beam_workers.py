@@ -123,7 +123,7 @@ class _SharedJobServer:
             started = time.monotonic()
             self.process = subprocess.Popen(self.command + ["--job-port", str(port)], stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
             threading.Thread(target=_relay, args=(self.process.stdout,), daemon=True,
                              name="flink-job-server-log").start()
             _wait_for_port(port, self.process, JOB_SERVER_START_TIMEOUT_S)
@@ -185,6 +185,14 @@ class SharedJobServerFlinkRunner(FlinkRunner):
             if key not in _JOB_SERVERS:
                 _JOB_SERVERS[key] = _SharedJobServer(*key)
             return _JOB_SERVERS[key]
+
+
+def _die_with_parent() -> None:
+    """In the job server's child before exec: Linux sends it SIGKILL when this process dies, even by SIGKILL (an
+    OOM kill, a pod's hard stop), so no JVM outlives the run (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
 
 
 def _relay(stream) -> None:

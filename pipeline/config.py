@@ -176,7 +176,10 @@ class BeamConfig:
         else:
             args = [f"--runner={FLINK_RUNNER}", f"--flink_master={self.flink_master}",
                     f"--flink_job_server_jar={self.job_server_jar()}", f"--flink_conf_dir={self.flink_conf_dir}"]
-        args.append(f"--parallelism={self.parallelism}")
+        # As many SDK worker processes per TaskManager as Flink tasks: Beam's default of one runs every task's Python
+        # code in one process, on one core (bench/README.md, "Beam runners": 2,336 clips/s against the
+        # DirectRunner's 6,123 with one).
+        args += [f"--parallelism={self.parallelism}", f"--sdk_worker_parallelism={self.parallelism}"]
         if self.environment == "loopback":
             # SDK workers as child processes (Beam's worker pool, use_loopback_process_worker), not threads of the
             # step's own process: DoFns are pickled and unpickled as on a cluster's workers.

@@ -13,12 +13,13 @@ import pytest  # noqa: E402
 # it single-threaded imports, Beam and process start-ups. Each group below runs whole in one process, so a fixture
 # its tests share is built once: a directory whose conftest holds session fixtures is one group, every other module
 # is its own (module fixtures). Groups go out in this order, longest first (measured under the cap: the kfp-local
-# story ~490 s, the trainer tests ~400 s, the end-to-end runs and their readers ~350 s, the tiny benchmark ~190 s),
+# story ~490 s, the trainer tests ~400 s, the end-to-end runs and their readers ~350 s, Flink against the
+# DirectRunner ~200 s, the tiny benchmark ~190 s),
 # then in collection order. (xdist's own `--dist loadgroup` cannot do it with pytest 9: its marks no longer reach
 # the node ids.)
 SHARED_FIXTURE_DIRS = ("trainer", "pipeline", "gcs")
 LONGEST_FIRST = ("tests/kubeflow/test_kfp_local_gcs.py", "tests/trainer", "tests/pipeline",
-                 "tests/bench/test_bench_harness.py")
+                 "tests/reliability/test_beam_runners.py", "tests/bench/test_bench_harness.py")
 
 
 def group_of(nodeid: str) -> str:

@@ -118,7 +118,8 @@ def test_flink_runs_the_beam_steps_embedded_here_and_through_a_job_server_on_a_c
     local = load_config("smoke", {"labels": ["a", "b"], "beam": {"runner": "flink"}})
     assert local.beam_pipeline_args() == [      # smoke's DirectRunner arguments are left out
         f"--runner={SHARED_JOB_SERVER_RUNNER}", "--flink_master=[local]", f"--flink_job_server_jar={DEFAULT_FLINK_JOB_SERVER_JAR}",
-        f"--flink_conf_dir={DEFAULT_FLINK_CONF_DIR}", "--parallelism=2", "--environment_type=LOOPBACK",
+        f"--flink_conf_dir={DEFAULT_FLINK_CONF_DIR}", "--parallelism=2", "--sdk_worker_parallelism=2",
+        "--environment_type=LOOPBACK",
         "--experiments=use_loopback_process_worker"]
     assert local.local_beam_args() == ["--flink_master=[local]",
                                        f"--flink_job_server_jar={DEFAULT_FLINK_JOB_SERVER_JAR}",
@@ -129,7 +130,7 @@ def test_flink_runs_the_beam_steps_embedded_here_and_through_a_job_server_on_a_c
                                       "beam": {"runner": "flink", "job_endpoint": "flink-jobserver:8099",
                                                "environment": "external", "parallelism": 8}})
     assert cluster.beam_pipeline_args() == [
-        "--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099", "--parallelism=8",
+        "--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099", "--parallelism=8", "--sdk_worker_parallelism=8",
         "--environment_type=EXTERNAL", "--environment_config=localhost:50000", "--max_bundle_size=8"]
     assert cluster.local_beam_args() == []
     docker = load_config("cluster", {"labels": ["a", "b"], "kubeflow": {"image": "img:1"},

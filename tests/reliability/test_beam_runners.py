@@ -300,3 +300,40 @@ def test_a_write_deletes_what_an_earlier_failed_attempt_left_in_its_folder(video
     assert _files(clips) == sorted(["README", "data_tfrecord-other-00000-of-00001.gz",
                                     "data_tfrecord-span-00000-of-00002.gz", "data_tfrecord-span-00001-of-00002.gz"])
     assert sum(_record_hashes(os.path.join(clips, "data_tfrecord-span-*")).values()) == 32
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_the_flink_job_server_dies_with_the_process_that_started_it_even_by_sigkill():
+    """A run-local killed hard (OOM, a pod's hard stop) leaves no JVM: the job server gets SIGKILL with its parent."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    jar = _value_of(flink_args(), "--flink_job_server_jar")
+    code = ("import time; from components import beam_workers as b; "
+            f"s = b._SharedJobServer({jar!r}, '[local]', None); s._ensure_running(); "
+            "print(s.process.pid, flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        jvm = int(child.stdout.readline())
+        assert _alive(jvm)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        deadline = time.monotonic() + 30
+        while _alive(jvm) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(jvm), f"job server {jvm} outlived its killed parent"
+    finally:
+        child.kill()
+
+
+def _value_of(args, name):
+    return next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))
