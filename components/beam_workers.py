@@ -1,4 +1,5 @@
-"""What a process needs before it runs Beam steps on Flink with the arguments ``pipeline/config.py`` builds.
+"""What a process needs to run Beam steps on Flink with the arguments ``pipeline/config.py`` builds, and the
+runner they name (``SharedJobServerFlinkRunner``: one Flink job server per process, below).
 
 Two things Beam does not check itself, and that otherwise surface as a job that hangs or a Java stack trace:
 

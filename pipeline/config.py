@@ -106,15 +106,15 @@ BEAM_RUNNERS = ("direct", "flink", "dataflow")
 LOCAL_BEAM_ARGS = ("--direct_running_mode", "--direct_num_workers")
 FLINK_ENVIRONMENTS = ("loopback", "external", "docker")
 FLINK_LOCAL_MASTER = "[local]"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Beam's Flink job server as scripts/install_standins.sh assembles it from Maven Central (scripts/flink-job-server/).
-DEFAULT_FLINK_JOB_SERVER_JAR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache",
-                                            "flink-job-server", "beam-flink-job-server.jar")
+DEFAULT_FLINK_JOB_SERVER_JAR = os.path.join(_REPO, ".cache", "flink-job-server", "beam-flink-job-server.jar")
 # Flink's configuration for the clusters Beam's job server makes (the embedded one, or its remote environments): the
 # restart strategy of a failed batch job.
-DEFAULT_FLINK_CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "flink")
-DEFAULT_WORKER_POOL = "localhost:50000"
+DEFAULT_FLINK_CONF_DIR = os.path.join(_REPO, "deploy", "flink")
+DEFAULT_WORKER_POOL = "localhost:50000"   # Beam's Python worker pool as a sidecar of each Flink TaskManager
 # Beam's FlinkRunner with one job server per process, stopped with the run (components/beam_workers.py).
-FLINK_RUNNER = "components.beam_workers.SharedJobServerFlinkRunner"   # Beam's Python worker pool as a sidecar of each Flink TaskManager
+FLINK_RUNNER = "components.beam_workers.SharedJobServerFlinkRunner"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +177,7 @@ class BeamConfig:
             args = [f"--runner={FLINK_RUNNER}", f"--flink_master={self.flink_master}",
                     f"--flink_job_server_jar={self.job_server_jar()}", f"--flink_conf_dir={self.flink_conf_dir}"]
         # As many SDK worker processes per TaskManager as Flink tasks: Beam's default of one runs every task's Python
-        # code in one process, on one core (bench/README.md, "Beam runners": 2,336 clips/s against the
-        # DirectRunner's 6,123 with one).
+        # code in one process (bench/README.md, "Beam runners": ClipGen 2,336 clips/s with one, 3,368 with two).
         args += [f"--parallelism={self.parallelism}", f"--sdk_worker_parallelism={self.parallelism}"]
         if self.environment == "loopback":
             # SDK workers as child processes (Beam's worker pool, use_loopback_process_worker), not threads of the
