@@ -104,3 +104,24 @@ def test_gzip_tfrecord_writer_writes_to_gcs(bucket, monkeypatch):
     read = [item.data for blob in blobs
             for item in scan_tfrecords(io.BytesIO(gzip.decompress(blob.download_as_bytes())))]
     assert sorted(read) == sorted(records)
+
+
+def test_a_gcs_write_deletes_what_an_earlier_attempt_left_under_its_prefix(bucket, monkeypatch):
+    """On an object store Beam's temporary folder is only a name prefix: the sink finds the earlier attempt's
+    objects inside it, and its final shards of another count, and deletes them; other names stay
+    (components/sinks.py)."""
+    import apache_beam as beam
+    from apache_beam.internal.gcp import auth
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+
+    from components.tfrecord_io import WriteToGzipTFRecord
+    stale = ["clips/beam-temp-data_tfrecord-" + "0" * 32 + "/partial.gz", "clips/data_tfrecord-00002-of-00003.gz"]
+    kept = ["clips/README", "clips/data_tfrecord-span-00001-00000-of-00001.gz"]
+    for name in stale + kept:
+        bucket.blob(name).upload_from_string(b"left by an earlier attempt")
+    with beam.Pipeline(argv=["--runner=DirectRunner"]) as pipeline:
+        _ = pipeline | beam.Create([b"a", b"b", b"c"]) | WriteToGzipTFRecord(f"gs://{bucket.name}/clips/data_tfrecord",
+                                                                           num_shards=2)
+    names = sorted(b.name for b in gcs.client().list_blobs(bucket.name, prefix="clips/"))
+    assert names == sorted(kept + ["clips/data_tfrecord-00000-of-00002.gz", "clips/data_tfrecord-00001-of-00002.gz"])
