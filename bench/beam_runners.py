@@ -26,7 +26,6 @@ import datetime
 import glob
 import json
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -94,7 +93,8 @@ def data_bytes(data_dir: str, clips_dir: str, clips: int) -> dict:
     import tensorflow as tf
 
     from components.video_format import parse_video
-    records = [r.numpy() for r in tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord*"))))]
+    files = sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord*")))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files)]
     videos = [parse_video(r) for r in records]
     frames = sum(len(v.jpeg_frames) for v in videos)
     pixels = statistics.mean(int(tf.reduce_prod(tf.io.extract_jpeg_shape(v.jpeg_frames[0])[:2])) for v in videos)
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from bench.clipgen_speed import clip_config, demo_dataset, replicated, run_clipgen
+    from bench.clipgen_speed import _record_digests, clip_config, demo_dataset, replicated, run_clipgen
+    from bench.warm_start import cpu_model
     from components import beam_workers
     from pipeline.config import ClipConfig
 
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     first = trivial_job(runners["flink"])        # starts the job server (once per process)
     second = trivial_job(runners["flink"])
     job_server_start_s = first - second
-    print(f"Flink: first trivial job {first:.1f} s, second {second:.1f} s: job server start ~{job_server_start_s:.1f} s",
+    print(f"Flink: first trivial job {first:.1f} s, second {second:.1f} s: "
+          f"job server start ~{job_server_start_s:.1f} s",
           flush=True)
 
     clip_shape = list(ClipConfig().shape)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     big = f"x{args.factor}"
     median = {name: statistics.median(ts) for name, ts in times.items()}
-    report = {"meta": {"cpu": _cpu(), "cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
+    report = {"meta": {"cpu": cpu_model(), "cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
                        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
                        "videos_per_class": args.videos_per_class, "factor": args.factor, "repeats": args.repeats,
                        "clip_shape": clip_shape, "runner_args": runners},
@@ -170,32 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
     clips_dir = os.path.join(args.out, "clips_direct_x1", "clips")
     report["bytes"] = {**data_bytes(data, clips_dir, results["clipgen/direct/x1"]["clips"]), "clip_shape": clip_shape,
                        "clips_per_video_train": clip_config(data).clips_per_video_train}
-    same = _digests(os.path.join(args.out, "clips_direct_x1", "clips")) == _digests(
-        os.path.join(args.out, "clips_flink_x1", "clips"))
+    same = _record_digests(os.path.join(args.out, "clips_direct_x1")) == _record_digests(
+        os.path.join(args.out, "clips_flink_x1"))
     report["same_clips"] = same
     with open(args.json, "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
     print(json.dumps({k: report[k] for k in ("job_server_start_s", "clipgen", "transform", "same_clips")}, indent=2))
     return report
-
-
-def _digests(clips_dir: str) -> list[str]:
-    import hashlib
-
-    import tensorflow as tf
-    files = sorted(glob.glob(os.path.join(clips_dir, "*", "*.gz")))
-    return sorted(hashlib.sha1(r.numpy()).hexdigest() for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

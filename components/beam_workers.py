@@ -51,7 +51,8 @@ JOB_SERVER_START_TIMEOUT_S = 120.0
 SHARED_JOB_SERVER_RUNNER = f"{__name__}.SharedJobServerFlinkRunner"   # the --runner naming it (pipeline/config.py)
 
 
-def _value(args: Sequence[str], name: str) -> str | None:
+def arg_value(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=value`` among Beam arguments, None when absent."""
     for arg in args:
         if arg.startswith(f"{name}="):
             return arg.split("=", 1)[1]
@@ -60,13 +61,13 @@ def _value(args: Sequence[str], name: str) -> str | None:
 
 def uses_process_workers(args: Sequence[str]) -> bool:
     experiments = [a.split("=", 1)[1] for a in args if a.startswith("--experiments=")]
-    return (_value(args, "--environment_type") == "LOOPBACK"
+    return (arg_value(args, "--environment_type") == "LOOPBACK"
             and any("use_loopback_process_worker" in e.split(",") for e in experiments))
 
 
 def prepare(args: Sequence[str]) -> None:
     """Checks and sets up this process for Beam pipelines with ``args``; a no-op for other runners."""
-    jar = _value(args, "--flink_job_server_jar")
+    jar = arg_value(args, "--flink_job_server_jar")
     if jar is not None:
         if not os.path.isfile(jar):
             raise FileNotFoundError(f"--flink_job_server_jar {jar!r} does not exist: run `make standins` "
@@ -87,18 +88,18 @@ def put_interpreter_first_on_path() -> None:
 
 def describe(args: Sequence[str]) -> str:
     """One line on where the Beam steps run, for the run's log."""
-    runner = _value(args, "--runner") or "DirectRunner"
+    runner = arg_value(args, "--runner") or "DirectRunner"
     if runner not in ("FlinkRunner", "PortableRunner", SHARED_JOB_SERVER_RUNNER):
-        mode = _value(args, "--direct_running_mode")
-        return f"{runner}" + (f" ({mode}, {_value(args, '--direct_num_workers') or 1} workers)" if mode else "")
-    where = (f"job server {_value(args, '--job_endpoint')}" if runner == "PortableRunner"
-             else "an embedded Flink cluster" if _value(args, "--flink_master") == "[local]"
-             else f"Flink at {_value(args, '--flink_master')}")
-    env = _value(args, "--environment_type") or "DOCKER"
+        mode = arg_value(args, "--direct_running_mode")
+        return f"{runner}" + (f" ({mode}, {arg_value(args, '--direct_num_workers') or 1} workers)" if mode else "")
+    where = (f"job server {arg_value(args, '--job_endpoint')}" if runner == "PortableRunner"
+             else "an embedded Flink cluster" if arg_value(args, "--flink_master") == "[local]"
+             else f"Flink at {arg_value(args, '--flink_master')}")
+    env = arg_value(args, "--environment_type") or "DOCKER"
     workers = ("SDK worker processes of this step" if uses_process_workers(args)
-               else f"{env.lower()} SDK workers" + (f" ({_value(args, '--environment_config')})"
-                                                    if _value(args, "--environment_config") else ""))
-    return f"Flink ({where}, parallelism {_value(args, '--parallelism') or 'default'}; {workers})"
+               else f"{env.lower()} SDK workers" + (f" ({arg_value(args, '--environment_config')})"
+                                                    if arg_value(args, "--environment_config") else ""))
+    return f"Flink ({where}, parallelism {arg_value(args, '--parallelism') or 'default'}; {workers})"
 
 
 class _SharedJobServer:

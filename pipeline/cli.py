@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--worker-memory", help="memory request of each training worker (kubeflow.worker_memory)")
         p.add_argument("--service-account", help="service account of the training pods (kubeflow.service_account)")
         p.add_argument("--allow-local-beam", action="store_true",
-                       help="keep DirectRunner settings for one machine (--direct_running_mode, --direct_num_workers) "
-                            "in the spec: for kfp-local on this machine, not for a cluster")
+                       help="keep Beam settings for one machine in the spec (the DirectRunner's --direct_running_mode "
+                            "and --direct_num_workers, Flink's embedded cluster and loopback workers): for kfp-local "
+                            "on this machine, not for a cluster")
         p.set_defaults(config_default="cluster")
         if name != "compile":
             p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")

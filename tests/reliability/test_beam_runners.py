@@ -317,7 +317,8 @@ def test_the_flink_job_server_dies_with_the_process_that_started_it_even_by_sigk
     import sys
     import time
 
-    jar = _value_of(flink_args(), "--flink_job_server_jar")
+    from components.beam_workers import arg_value
+    jar = arg_value(flink_args(), "--flink_job_server_jar")
     code = ("import time; from components import beam_workers as b; "
             f"s = b._SharedJobServer({jar!r}, '[local]', None); s._ensure_running(); "
             "print(s.process.pid, flush=True); time.sleep(600)")
@@ -333,7 +334,3 @@ def test_the_flink_job_server_dies_with_the_process_that_started_it_even_by_sigk
         assert not _alive(jvm), f"job server {jvm} outlived its killed parent"
     finally:
         child.kill()
-
-
-def _value_of(args, name):
-    return next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))
