@@ -2,9 +2,10 @@
 
   python -m bench.clip_format [--only format|clipgen|transform] [--out bench/out/clip_format]
 
-* format: one serialized uint8 TensorProto per clip (the contract, video_format.ClipKeys.FRAMES) against one
-  JPEG per frame: bytes per clip on disk (gzipped TFRecord), encode cost (ClipGen side), in-graph decode cost and
-  full read cost per clip (tf.data: gunzip + parse + decode), and JPEG fidelity, for 8x64x64 and 16x112x112 clips.
+* format: the two clip frame formats (clips.frame_format, components/video_format.py): raw (one uint8 TensorProto
+  per clip) and jpeg (one JPEG per frame): bytes per clip on disk as ClipGen writes them, encode cost (ClipGen
+  side), in-graph decode cost and full read cost per clip (tf.data: gunzip + parse + decode, the Transform graph's
+  decoder), and JPEG fidelity, for 8x32x32, 8x64x64 and 16x112x112 clips.
 * clipgen: ClipGen's Beam branch on the demo dataset (pipeline.demo_data), clips/s and frames/s, against raw
   tf.io.decode_jpeg and cv2 decode frames/s on the same JPEG frames, measured in the same run.
 * transform: TFX Transform with materialize=True vs False on the demo clips (LocalDagRunner): component time,
@@ -28,12 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from components.video_format import (ClipKeys, clip_feature_spec, decode_frames_tensor, encode_jpeg,  # noqa: E402
-                                     make_clip_example, parse_video)
+from components.frame_formats import DEFAULT_JPEG_QUALITY, JPEG, RAW  # noqa: E402
+from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, _GzipStream, encode_record  # noqa: E402
+from components.video_format import ClipKeys, clip_feature_spec, decode_frames_tensor, make_clip_example, parse_video  # noqa: E402,E501
 
 logger = logging.getLogger("bench.clip_format")
 
-JPEG_KEY = "clip/frames_jpeg"
 DEMO_CLIPS = dict(num_frames=8, frame_stride=1, height=64, width=64, clips_per_video_train=4, clips_per_video_eval=3)
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -66,18 +67,13 @@ def demo_like_clips(num_clips: int, t: int, h: int, w: int, seed: int = 0) -> np
     return np.stack(clips)
 
 
-def jpeg_clip_example(frames: np.ndarray, label: str, quality: int) -> tf.train.Example:
-    example = tf.train.Example()
-    feature = example.features.feature
-    feature[JPEG_KEY].bytes_list.value.extend(encode_jpeg(f, quality) for f in frames)
-    feature[ClipKeys.LABEL].bytes_list.value.append(label.encode())
-    return example
-
-
-def write_records(path: str, records: list[bytes], compression: str = "GZIP") -> int:
-    with tf.io.TFRecordWriter(path, options=compression) as writer:
+def write_records(path: str, records: list[bytes], level: int | None = DEFAULT_COMPRESSION_LEVEL) -> int:
+    """Records as ClipGen's sink writes them (ISA-L gzip at ``level``; None: uncompressed); the file's bytes."""
+    with open(path, "wb") as f:
+        stream = _GzipStream(f, level) if level is not None else f
         for record in records:
-            writer.write(record)
+            stream.write(encode_record(record))
+        stream.close()
     return os.path.getsize(path)
 
 
@@ -86,78 +82,70 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def bench_format(out_dir: str, quality: int = 90) -> list[dict]:
+def alternating_best(fns: dict, rounds: int = 5) -> dict:
+    """Best time of each callable over ``rounds``, the callables alternating within each round."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def bench_format(out_dir: str, quality: int = DEFAULT_JPEG_QUALITY) -> list[dict]:
+    """The two built clip frame formats (clips.frame_format: video_format.clip_frames_bytes), written as ClipGen
+    writes them and read back through video_format.decode_frames_tensor, the decoder of the Transform graph that
+    the Trainer's input and the serving signatures run. Formats alternate within each timing round."""
     rows = []
-    for (t, h, w), num_clips in (((8, 64, 64), 128), ((16, 112, 112), 48)):
+    for (t, h, w), num_clips in (((8, 32, 32), 256), ((8, 64, 64), 128), ((16, 112, 112), 48)):
         clips = demo_like_clips(num_clips, t, h, w)
         shape = (t, h, w, 3)
-        start = time.perf_counter()
-        tensor_records = [make_clip_example(c, "a", "v", 0).SerializeToString() for c in clips]
-        encode_tensor = (time.perf_counter() - start) / num_clips
-        start = time.perf_counter()
-        jpeg_records = [jpeg_clip_example(c, "a", quality).SerializeToString() for c in clips]
-        encode_jpeg_s = (time.perf_counter() - start) / num_clips
-
-        tensor_path = os.path.join(out_dir, f"tensor_{t}x{h}x{w}.tfrecord.gz")
-        plain_path = os.path.join(out_dir, f"tensor_{t}x{h}x{w}.tfrecord")
-        jpeg_path = os.path.join(out_dir, f"jpeg_{t}x{h}x{w}.tfrecord.gz")
-        tensor_bytes = write_records(tensor_path, tensor_records) / num_clips
-        plain_bytes = write_records(plain_path, tensor_records, compression="") / num_clips
-        jpeg_bytes = write_records(jpeg_path, jpeg_records) / num_clips
-
-        tensor_spec = {ClipKeys.FRAMES: tf.io.FixedLenFeature([], tf.string)}
-        jpeg_spec = {JPEG_KEY: tf.io.FixedLenFeature([t], tf.string)}
+        records = {fmt: [make_clip_example(c, "a", "v", 0, frame_format=fmt, jpeg_quality=quality).SerializeToString()
+                         for c in clips] for fmt in (RAW, JPEG)}
+        encode = alternating_best({fmt: (lambda fmt=fmt: [make_clip_example(c, "a", "v", 0, frame_format=fmt,
+                                                                            jpeg_quality=quality) for c in clips])
+                                   for fmt in (RAW, JPEG)}, rounds=3)
+        paths = {fmt: os.path.join(out_dir, f"{fmt}_{t}x{h}x{w}.tfrecord.gz") for fmt in (RAW, JPEG)}
+        disk = {fmt: write_records(paths[fmt], records[fmt]) / num_clips for fmt in (RAW, JPEG)}
+        spec = {ClipKeys.FRAMES: tf.io.FixedLenFeature([], tf.string)}
 
         @tf.function
-        def decode_tensor(serialized):
-            return decode_frames_tensor(tf.io.parse_example(serialized, tensor_spec)[ClipKeys.FRAMES], shape)
+        def decode(serialized):
+            return decode_frames_tensor(tf.io.parse_example(serialized, spec)[ClipKeys.FRAMES], shape)
 
-        @tf.function
-        def decode_jpegs(serialized):
-            jpegs = tf.reshape(tf.io.parse_example(serialized, jpeg_spec)[JPEG_KEY], [-1])
-            frames = tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3), jpegs,
-                               fn_output_signature=tf.TensorSpec([h, w, 3], tf.uint8))
-            return tf.reshape(frames, [-1, *shape])
+        decoded = {fmt: decode(tf.constant(records[fmt])).numpy() for fmt in (RAW, JPEG)}
+        assert np.array_equal(decoded[RAW], clips)
 
-        tensor_batch, jpeg_batch = tf.constant(tensor_records), tf.constant(jpeg_records)
-        decoded_tensor, decoded_jpeg = decode_tensor(tensor_batch).numpy(), decode_jpegs(jpeg_batch).numpy()
-        assert np.array_equal(decoded_tensor, clips)
-        decode_tensor_s = best_of(lambda: decode_tensor(tensor_batch), 5) / num_clips
-        decode_jpeg_s = best_of(lambda: decode_jpegs(jpeg_batch), 5) / num_clips
-
-        def read_all(path, decode, compression="GZIP"):
-            ds = (tf.data.TFRecordDataset(path, compression_type=compression).batch(16)
+        def read_all(path):
+            ds = (tf.data.TFRecordDataset(path, compression_type="GZIP").batch(16)
                   .map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
             return lambda: sum(int(b.shape[0]) for b in ds)
 
-        read_tensor_s = best_of(read_all(tensor_path, decode_tensor), 5) / num_clips
-        read_plain_s = best_of(read_all(plain_path, decode_tensor, compression=""), 5) / num_clips
-        read_jpeg_s = best_of(read_all(jpeg_path, decode_jpegs), 5) / num_clips
+        batches = {fmt: tf.constant(records[fmt]) for fmt in (RAW, JPEG)}
+        in_graph = alternating_best({fmt: (lambda fmt=fmt: decode(batches[fmt])) for fmt in (RAW, JPEG)})
+        read = alternating_best({fmt: read_all(paths[fmt]) for fmt in (RAW, JPEG)})
         rows.append({
-            "clip": f"{t}x{h}x{w}x3", "raw_bytes": t * h * w * 3,
-            "tensor_bytes": tensor_bytes, "plain_bytes": plain_bytes, "jpeg_bytes": jpeg_bytes,
-            "encode_tensor_ms": encode_tensor * 1e3, "encode_jpeg_ms": encode_jpeg_s * 1e3,
-            "decode_tensor_ms": decode_tensor_s * 1e3, "decode_jpeg_ms": decode_jpeg_s * 1e3,
-            "read_tensor_ms": read_tensor_s * 1e3, "read_plain_ms": read_plain_s * 1e3,
-            "read_jpeg_ms": read_jpeg_s * 1e3,
-            "jpeg_psnr_db": psnr(decoded_jpeg, clips),
+            "clip": f"{t}x{h}x{w}x3", "pixel_bytes": t * h * w * 3, "quality": quality,
+            **{f"{fmt}_bytes": disk[fmt] for fmt in (RAW, JPEG)},
+            **{f"encode_{fmt}_ms": encode[fmt] / num_clips * 1e3 for fmt in (RAW, JPEG)},
+            **{f"decode_{fmt}_ms": in_graph[fmt] / num_clips * 1e3 for fmt in (RAW, JPEG)},
+            **{f"read_{fmt}_ms": read[fmt] / num_clips * 1e3 for fmt in (RAW, JPEG)},
+            "jpeg_psnr_db": psnr(decoded[JPEG], clips),
         })
     return rows
 
 
-def format_table(rows: list[dict], quality: int = 90) -> str:
-    lines = ["| clip | storage | bytes/clip on disk | encode ms/clip | in-graph decode ms/clip | "
-             "read+decode ms/clip (tf.data) | fidelity |",
+def format_table(rows: list[dict]) -> str:
+    lines = ["| clip | clips.frame_format | bytes/clip on disk (ClipGen's gzip level 1) | encode ms/clip | "
+             "in-graph decode ms/clip | read+decode ms/clip (tf.data) | fidelity |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['clip']} | uint8 TensorProto (contract), gzip TFRecord | {r['tensor_bytes']:,.0f} "
-                     f"({r['tensor_bytes'] / r['raw_bytes']:.0%} of raw) | {r['encode_tensor_ms']:.3f} | "
-                     f"{r['decode_tensor_ms']:.3f} | {r['read_tensor_ms']:.3f} | lossless |")
-        lines.append(f"| {r['clip']} | same, uncompressed TFRecord | {r['plain_bytes']:,.0f} | {r['encode_tensor_ms']:.3f} | "
-                     f"{r['decode_tensor_ms']:.3f} | {r['read_plain_ms']:.3f} | lossless |")
-        lines.append(f"| {r['clip']} | JPEG q{quality} per frame, gzip TFRecord | {r['jpeg_bytes']:,.0f} "
-                     f"({r['jpeg_bytes'] / r['raw_bytes']:.0%} of raw) | {r['encode_jpeg_ms']:.3f} | "
-                     f"{r['decode_jpeg_ms']:.3f} | {r['read_jpeg_ms']:.3f} | PSNR {r['jpeg_psnr_db']:.1f} dB |")
+        for fmt, what, fidelity in ((RAW, "raw: uint8 TensorProto", "lossless"),
+                                    (JPEG, f"jpeg: JPEG q{r['quality']} per frame", f"PSNR {r['jpeg_psnr_db']:.1f} dB")):
+            lines.append(f"| {r['clip']} | {what} | {r[f'{fmt}_bytes']:,.0f} ({r[f'{fmt}_bytes'] / r['pixel_bytes']:.0%} "
+                         f"of the pixels) | {r[f'encode_{fmt}_ms']:.3f} | {r[f'decode_{fmt}_ms']:.3f} | "
+                         f"{r[f'read_{fmt}_ms']:.3f} | {fidelity} |")
     return "\n".join(lines)
 
 
@@ -369,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = [args.only] if args.only else ["format", "clipgen", "transform"]
     report = []
     if "format" in sections:
-        report += ["### Clip storage: TensorProto vs JPEG per frame", "", format_table(bench_format(args.out)), ""]
+        report += ["### Clip frame formats: raw vs jpeg", "", format_table(bench_format(args.out)), ""]
     if "clipgen" in sections:
         report += ["### ClipGen throughput (demo data)", "", clipgen_table(bench_clipgen(args.out)), ""]
     if "transform" in sections:

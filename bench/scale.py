@@ -24,6 +24,7 @@ import os
 import sys
 
 from components import clip_sampling
+from components.frame_formats import JPEG, RAW
 from pipeline.config import PRESETS, load_config
 
 FORMATS = ("raw", "jpeg_source", "jpeg_clip")
@@ -414,6 +415,24 @@ def decision(a: Assumptions, r: dict) -> tuple[str, str]:
             choose(a, {f: tr[f]["achieved"] for f in FORMATS}))
 
 
+# The formats above that ClipGen can store, by their clips.frame_format name (components/frame_formats.py).
+BUILT = {"raw": RAW, "jpeg_clip": JPEG}
+
+
+def setting_text(on_cpu: str, on_gpu: str) -> str:
+    """What clips.frame_format's "auto" picks (read from pipeline/config.py, not restated) against the decision."""
+    picks = {"CPU": load_config("cluster").clip_frame_format,
+             "GPU": load_config("cluster", ["kubeflow.worker_gpu=1"]).clip_frame_format}
+    wanted = {"CPU": BUILT.get(on_cpu), "GPU": BUILT.get(on_gpu)}
+    if picks == wanted:
+        return (f"Built: `clips.frame_format` (raw | jpeg | auto); its default `auto` stores {picks['CPU']} clips "
+                f"when the replicas have no GPU (`kubeflow.worker_gpu: 0`) and {picks['GPU']} (a JPEG per frame at "
+                "the clip's size) when they have GPUs, as decided here.")
+    return (f"NOT as decided: `clips.frame_format: auto` stores {picks['CPU']} on CPU workers and {picks['GPU']} on "
+            f"GPU workers, where these numbers pick {SHORT[on_cpu]} and {SHORT[on_gpu]}"
+            + (" (a format ClipGen cannot store)" if None in wanted.values() else "") + ".")
+
+
 def decision_text(a: Assumptions, r: dict) -> str:
     tr, nb = r["trainer"], r["bytes"]
     on_cpu, on_gpu = decision(a, r)
@@ -450,8 +469,9 @@ def decision_text(a: Assumptions, r: dict) -> str:
     else:
         text.append(f"So on GPU workers {SHORT[on_gpu]} wins.")
     if on_cpu != on_gpu:
-        text.append(f"The clip format should therefore be a setting (not built yet): {SHORT[on_cpu]} by default and "
+        text.append(f"The clip format should therefore be a setting: {SHORT[on_cpu]} by default and "
                     f"for the presets {', '.join(r['cpu_presets'])}, {SHORT[on_gpu]} for GPU workers.")
+    text.append(setting_text(on_cpu, on_gpu))
     if on_gpu == "jpeg_clip" or on_cpu == "jpeg_clip":
         text.append("The clip-size JPEG is a second lossy round (the study measured 32 dB PSNR at q90).")
     if all(tr[f]["bound"] != "GPU" for f in FORMATS):

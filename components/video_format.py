@@ -2,8 +2,15 @@
 
 Videos are ``tf.train.SequenceExample``s in the MediaSequence / DMVR / TF Model Garden convention, so
 existing Kinetics/UCF101 TFRecords work without conversion. Clips (ClipGen's output) are flat
-``tf.train.Example``s whose frames are one serialized uint8 ``TensorProto`` of shape [T, H, W, 3]: lossless,
-self-describing (shape travels with the bytes) and decodable in-graph with ``tf.io.parse_tensor``.
+``tf.train.Example``s whose frames are one serialized ``TensorProto`` in one of two frame formats:
+
+* ``raw``: uint8 [T, H, W, 3], lossless (the default; the right one for CPU training workers);
+* ``jpeg``: string [T], one JPEG per frame at the clip's size, about 1/7 of raw's bytes and cheaper to read
+  than gzipped raw, at a second lossy round (for GPU workers, whose input rate is the limit: bench/SCALE.md).
+
+Both are self-describing (the TensorProto's dtype says which, the shape travels with the bytes) and decode
+in-graph (``decode_frames_tensor``), so the Transform graph, the Trainer's input and every serving signature
+read either, even mixed in one batch.
 """
 from __future__ import annotations
 
@@ -14,6 +21,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from components.frame_formats import (DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW,  # noqa: F401 (re-exported)
+                                       check_frame_format, check_jpeg_quality)
 
 
 # ---- video records (SequenceExample) ------------------------------------------------------------------
@@ -263,10 +273,42 @@ def serialize_frames(frames: np.ndarray) -> bytes:
     return _tensor_proto_prefix(frames.shape) + frames.tobytes()
 
 
-def make_clip_example(frames: np.ndarray, label: str, video_id: str, clip_index: int) -> tf.train.Example:
+_DT_STRING = 7  # tensorflow/core/framework/types.proto
+
+
+def serialize_jpeg_frames(frames: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """uint8 [T, H, W, 3] RGB -> a serialized string TensorProto [T] of one JPEG per frame (``tf.io.parse_tensor``
+    with tf.string reads it). Byte-identical to ``tf.make_tensor_proto`` of the same JPEG strings (tested):
+    dtype = 1; tensor_shape = 2 {dim {size: T}}; string_val = 8, one per frame."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"clip frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    check_jpeg_quality(quality)
+    dims = _length_delimited(2, _varint(1 << 3) + _varint(len(frames)) if len(frames) else b"")
+    head = _varint(1 << 3) + _varint(_DT_STRING) + _length_delimited(2, dims)
+    return head + b"".join(_length_delimited(8, encode_jpeg(frame, quality)) for frame in frames)
+
+
+def clip_frames_bytes(frames: np.ndarray, frame_format: str = RAW, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """A clip's ``clip/frames`` value in ``frame_format``."""
+    if check_frame_format(frame_format) == JPEG:
+        return serialize_jpeg_frames(frames, jpeg_quality)
+    return serialize_frames(frames)
+
+
+def parse_clip_frames(serialized: bytes) -> np.ndarray:
+    """A ``clip/frames`` value of either format -> uint8 [T, H, W, 3] (eagerly; for tools and tests: the pipeline
+    decodes in-graph with ``decode_frames_tensor``, whose decoder this uses)."""
+    tensor = tf.constant(serialized)
+    if serialized[:2] == _STRING_TENSOR_TAG:
+        return tf.stack([_decode_one_jpeg(j) for j in tf.io.parse_tensor(tensor, tf.string)]).numpy()
+    return tf.io.parse_tensor(tensor, tf.uint8).numpy()
+
+
+def make_clip_example(frames: np.ndarray, label: str, video_id: str, clip_index: int, frame_format: str = RAW,
+                      jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> tf.train.Example:
     example = tf.train.Example()
     f = example.features.feature
-    f[ClipKeys.FRAMES].bytes_list.value.append(serialize_frames(frames))
+    f[ClipKeys.FRAMES].bytes_list.value.append(clip_frames_bytes(frames, frame_format, jpeg_quality))
     f[ClipKeys.LABEL].bytes_list.value.append(label.encode())
     f[ClipKeys.VIDEO_ID].bytes_list.value.append(video_id.encode())
     f[ClipKeys.CLIP_INDEX].int64_list.value.append(int(clip_index))
@@ -285,26 +327,67 @@ def clip_feature_spec(with_label: bool = True) -> dict:
     return spec
 
 
-def decode_frames_tensor(serialized: tf.Tensor, clip_shape: Sequence[int]) -> tf.Tensor:
-    """In-graph: batch of serialized frame TensorProtos [B] -> uint8 [B, T, H, W, 3] with a static shape."""
-    clip_shape = tuple(int(d) for d in clip_shape)
+# A serialized TensorProto starts with its dtype field (tag 0x08, then the DataType): how a clip says its format.
+_UINT8_TENSOR_TAG = bytes([1 << 3, _DT_UINT8])
+_STRING_TENSOR_TAG = bytes([1 << 3, _DT_STRING])
 
-    def _one(s):
-        frames = tf.io.parse_tensor(s, tf.uint8)
-        shape = tf.shape(frames)
-        n = len(clip_shape)
+
+def _decode_one_jpeg(jpeg: tf.Tensor) -> tf.Tensor:
+    # INTEGER_ACCURATE: libjpeg's accurate DCT, the one OpenCV decodes with (TF's default picks the fast one).
+    return tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def decode_frames_tensor(serialized: tf.Tensor, clip_shape: Sequence[int]) -> tf.Tensor:
+    """In-graph: batch of ``clip/frames`` values [B], each raw or JPEG (module docstring) -> uint8 [B, T, H, W, 3]
+    with a static shape.
+
+    A clip of another shape fails with its shape named, before anything of that shape is allocated: a raw
+    clip's shape is read from its TensorProto, a JPEG frame's from its header (``tf.io.extract_jpeg_shape``)."""
+    clip_shape = tuple(int(d) for d in clip_shape)
+    n = len(clip_shape)
+
+    def checked(shape, make, what):
         same = tf.logical_and(tf.equal(tf.size(shape), n),  # pad+slice: comparable even at another rank
                               tf.reduce_all(tf.equal(tf.pad(shape, [[0, n]])[:n], clip_shape)))
 
         def wrong_shape():
-            with tf.control_dependencies([tf.debugging.Assert(False, [f"clip frames must have shape {clip_shape}, got",
-                                                                      shape])]):
+            with tf.control_dependencies([tf.debugging.Assert(False, [f"clip frames must have shape {clip_shape}, "
+                                                                      f"got {what}", shape])]):
                 return tf.zeros(clip_shape, tf.uint8)
 
         # A cond, not a control dependency: the shape check must run before anything relies on the shape.
-        return tf.cond(same, lambda: tf.reshape(frames, clip_shape), wrong_shape)
+        return tf.cond(same, make, wrong_shape)
 
-    return tf.map_fn(_one, serialized, fn_output_signature=tf.TensorSpec(clip_shape, tf.uint8))
+    def raw(s):
+        frames = tf.io.parse_tensor(s, tf.uint8)
+        return checked(tf.shape(frames), lambda: tf.reshape(frames, clip_shape), "a raw clip of shape")
+
+    def jpeg(s):
+        jpegs = tf.io.parse_tensor(s, tf.string)
+        jpegs = tf.reshape(jpegs, [-1])   # a scalar string would otherwise pass as one frame
+        # [T, H, W, 3] from the T frames' headers (a JPEG's own channel count may be 1: it decodes to 3).
+        sizes = tf.map_fn(lambda j: tf.io.extract_jpeg_shape(j)[:2], jpegs,
+                          fn_output_signature=tf.TensorSpec([2], tf.int32))
+        first = tf.cond(tf.size(jpegs) > 0, lambda: sizes[0], lambda: tf.zeros([2], tf.int32))
+        uniform = tf.reduce_all(tf.equal(sizes, first))
+        shape = tf.where(uniform, tf.concat([tf.shape(jpegs), first, [3]], 0), tf.constant([-1, -1, -1, -1]))
+        return checked(shape, lambda: tf.map_fn(_decode_one_jpeg, jpegs,
+                                                fn_output_signature=tf.TensorSpec(clip_shape[1:], tf.uint8)),
+                       "JPEG frames of shape (all -1: frames of different sizes)")
+
+    def unknown(s):
+        with tf.control_dependencies([tf.debugging.Assert(False, [
+                "clip frames must be a serialized TensorProto of dtype uint8 (raw) or string (JPEG frames); "
+                "its first bytes are", tf.strings.substr(s, 0, 8)])]):
+            return tf.zeros(clip_shape, tf.uint8)
+
+    def one(s):
+        tag = tf.strings.substr(s, 0, 2)
+        # Nested conds, not tf.switch_case: TFT's graph analysis cannot hash Case's list-of-functions attribute.
+        return tf.cond(tf.equal(tag, _UINT8_TENSOR_TAG), lambda: raw(s),
+                       lambda: tf.cond(tf.equal(tag, _STRING_TENSOR_TAG), lambda: jpeg(s), lambda: unknown(s)))
+
+    return tf.map_fn(one, serialized, fn_output_signature=tf.TensorSpec(clip_shape, tf.uint8))
 
 
 def encode_frames_tensor(frames: tf.Tensor) -> tf.Tensor:

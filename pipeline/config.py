@@ -16,6 +16,7 @@ import yaml
 from components.spans import SpanPattern, span_config_json
 from components.trainer.config import TrainingConfig
 from components.trainer.kubeflow_launcher import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
+from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
@@ -38,6 +39,12 @@ class ClipConfig:
     # Clip files per split. 0: one per training worker, so each worker reads only its own files (a split with
     # fewer files than workers makes every worker read all of it). Clusters want more (parallel writes).
     num_shards: int = 0
+    # How clip frames are stored (components/video_format.py): "raw" (lossless uint8) or "jpeg" (a JPEG per frame
+    # at jpeg_quality, ~1/7 of raw's bytes, a cheaper read, a second lossy round). "auto": jpeg when the training
+    # replicas have GPUs (kubeflow.worker_gpu > 0), whose input rate is the limit, else raw, since on CPU workers
+    # the model takes 93-98% of a worker's time and no format is faster (bench/SCALE.md "Decision").
+    frame_format: str = "auto"
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -51,6 +58,12 @@ class ClipConfig:
         if isinstance(self.num_shards, bool) or not isinstance(self.num_shards, int) or self.num_shards < 0:
             raise ConfigError(f"clips.num_shards must be an integer >= 0 (0: one per training worker), "
                               f"got {self.num_shards!r}")
+        if self.frame_format not in ("auto", *FRAME_FORMATS):
+            raise ConfigError(f"clips.frame_format must be one of {('auto', *FRAME_FORMATS)}, got {self.frame_format!r}")
+        try:
+            check_jpeg_quality(self.jpeg_quality)
+        except ValueError as exc:
+            raise ConfigError(f"clips.{exc}") from None
         if not isinstance(self.compression_level, int) or not 0 <= self.compression_level <= 3:
             raise ConfigError(f"clips.compression_level must be an ISA-L gzip level in [0, 3], "
                               f"got {self.compression_level!r}")
@@ -361,6 +374,13 @@ class RunConfig:
         if self.beam.runner == "flink":
             return self.beam.local_flink_args(args)
         return [a for a in args if a.split("=", 1)[0] in LOCAL_BEAM_ARGS]
+
+    @property
+    def clip_frame_format(self) -> str:
+        """clips.frame_format with "auto" decided: jpeg for GPU training replicas, raw otherwise."""
+        if self.clips.frame_format != "auto":
+            return self.clips.frame_format
+        return JPEG if self.kubeflow.worker_gpu > 0 else RAW
 
     def resolve_window(self, today=None):
         """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""

@@ -41,7 +41,8 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height, width=clips.width,
         clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.clips_per_video_eval,
         seed=clips.seed, labels=list(config.labels), max_rejected_fraction=config.max_rejected_fraction,
-        compression_level=clips.compression_level,
+        compression_level=clips.compression_level, frame_format=config.clip_frame_format,
+        jpeg_quality=clips.jpeg_quality,
         num_shards=clips.num_shards or config.training_config().workers, clip_store=store)
     schema = ClipSchemaGen()
     transform = Transform(
@@ -79,7 +80,8 @@ def clip_store(config: RunConfig) -> str:
     "" when the window is one span: nothing to reuse."""
     if config.ingest.window_spans == 1:
         return ""
-    recipe = json.dumps({"clips": dataclasses.asdict(config.clips), "labels": list(config.labels),
+    recipe = json.dumps({"clips": {**dataclasses.asdict(config.clips), "frame_format": config.clip_frame_format},
+                         "labels": list(config.labels),
                          "data_layout": config.data_layout}, sort_keys=True)
     return f"{config.pipeline_root.rstrip('/')}/ClipStore/{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
 

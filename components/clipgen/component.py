@@ -15,6 +15,7 @@ from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig,
 from components.rejections import check_max_rejected_fraction
 from components.spans import CLIP_STORE_KEY
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, check_compression_level
+from components.frame_formats import DEFAULT_JPEG_QUALITY, RAW
 
 
 class ClipGenDeadLetter(types.Artifact):
@@ -42,6 +43,8 @@ class ClipGenSpec(ComponentSpec):
         "max_rejected_fraction": ExecutionParameter(type=float),
         "max_frame_pixels": ExecutionParameter(type=int, optional=True),
         "compression_level": ExecutionParameter(type=int, optional=True),  # ISA-L gzip level of the clip files
+        "frame_format": ExecutionParameter(type=str, optional=True),   # video_format.FRAME_FORMATS; default raw
+        "jpeg_quality": ExecutionParameter(type=int, optional=True),   # of frame_format jpeg
         "num_shards": ExecutionParameter(type=int, optional=True),  # clip files per split; 0: the runner decides
         # Where the spans' clips are recorded for later windows (components/spans.py); "": no window.
         CLIP_STORE_KEY: ExecutionParameter(type=str, optional=True),
@@ -66,6 +69,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     rejects more than this fraction of its videos; 1.0 never fails. ``max_frame_pixels``: a video with a frame
     whose header declares more pixels is rejected (``frame_too_large``) before any of its frames is decoded.
     ``compression_level``: ISA-L gzip level (0-3) of the clip files (components.tfrecord_io; bench/README.md).
+    ``frame_format``: "raw" (lossless uint8 clips) or "jpeg" (a JPEG per frame at ``jpeg_quality``), see
+    components.video_format; everything downstream reads either.
     ``num_shards``: clip files per split (0: the runner decides). At least as many as training workers lets each
     worker read only its own files (components.trainer.training.plan_shards). ``clip_store``: where the clips of
     each span cut are recorded so a later window reuses them (components/clipgen/window.py); Ingest gets the same.
@@ -78,7 +83,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
                  clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
-                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0, clip_store: str = ""):
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0, clip_store: str = "",
+                 frame_format: str = RAW, jpeg_quality: int = DEFAULT_JPEG_QUALITY):
         config = ClipGenConfig(  # validates every argument now, not at run time on a worker
             num_frames=num_frames, frame_stride=frame_stride, height=height, width=width,
             # no labels: the run's label map, which Ingest reads from the data window (components/label_maps.py);
@@ -86,7 +92,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             labels=(tuple(labels) or ("(from the data)",)) if isinstance(labels, (list, tuple)) else labels,
             clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval, seed=seed,
             resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys),
-            max_frame_pixels=max_frame_pixels)
+            max_frame_pixels=max_frame_pixels, frame_format=frame_format, jpeg_quality=jpeg_quality)
         check_max_rejected_fraction(max_rejected_fraction)
         check_compression_level(compression_level)
         if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
@@ -100,6 +106,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,
             compression_level=compression_level, num_shards=num_shards, clip_store=clip_store,
+            frame_format=config.frame_format, jpeg_quality=config.jpeg_quality,
             clips=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=ClipGenDeadLetter),
             clip_stats=types.Channel(type=ClipGenStatistics))

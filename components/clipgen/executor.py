@@ -22,6 +22,7 @@ from components.clipgen.window import SpanWindow
 from components.spans import CLIP_STORE_KEY, examples_file_prefix
 from components.rejections import add_split_counts, check_split_accounting, enforce_max_rejected_fraction
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL
+from components.frame_formats import DEFAULT_JPEG_QUALITY, JPEG, RAW
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> ClipGenConfi
                            if exec_properties.get("resize_short_side") is not None else None),
         video_keys=video_keys_from_dict(json.loads(video_keys) if video_keys else None),
         max_frame_pixels=int(exec_properties.get("max_frame_pixels") or DEFAULT_MAX_FRAME_PIXELS),
+        frame_format=exec_properties.get("frame_format") or RAW,
+        jpeg_quality=int(exec_properties.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
     )
 
 
@@ -91,7 +94,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     stats_path=os.path.join(parts_dir, f"{split}{tag}.json"),
                     compression_level=int(exec_properties.get("compression_level", DEFAULT_COMPRESSION_LEVEL)),
                     num_shards=int(exec_properties.get("num_shards") or 0), tag=tag)
-        logger.info("ClipGen: clipping splits %s into %s clips (%s)%s", splits, list(config.clip_shape),
+        logger.info("ClipGen: clipping splits %s into %s clips, %s frames (%s)%s", splits, list(config.clip_shape),
+                    config.frame_format + (f" q{config.jpeg_quality}" if config.frame_format == JPEG else ""),
                     ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits),
                     f"; spans {window.spans_to_cut}" if window.windowed else "")
         started = time.monotonic()
@@ -155,6 +159,7 @@ def clip_stats_document(config: ClipGenConfig, stats: dict[str, dict], elapsed_s
     return {
         "clip_shape": list(config.clip_shape),
         "frame_stride": config.frame_stride,
+        "frame_format": config.frame_format,
         "labels": list(config.labels),
         "splits": stats,
         "elapsed_s": round(elapsed_s, 3),
@@ -163,6 +168,7 @@ def clip_stats_document(config: ClipGenConfig, stats: dict[str, dict], elapsed_s
 
 def _record_on_artifact(clips: types.Artifact, config: ClipGenConfig, stats: dict[str, dict]) -> None:
     clips.set_string_custom_property("clip_shape", json.dumps(list(config.clip_shape)))
+    clips.set_string_custom_property("frame_format", config.frame_format)
     for split, split_stats in stats.items():
         for key in ("videos_in", "videos_ok", "clips_out", "rejected"):
             clips.set_int_custom_property(f"{split}_{key}", int(split_stats[key]))

@@ -13,6 +13,7 @@ import numpy as np
 
 from components import clip_sampling
 from components.clip_sampling import check_int
+from components.frame_formats import DEFAULT_JPEG_QUALITY, RAW, check_frame_format, check_jpeg_quality
 from components.video_format import (DEFAULT_VIDEO_KEYS, LabelMap, Video, VideoKeys, VideoRecordError,
                                      decode_jpeg_bgr, image_header, make_clip_example, parse_video)
 
@@ -57,6 +58,8 @@ class ClipGenConfig:
     resize_short_side: int | None = None
     video_keys: VideoKeys = DEFAULT_VIDEO_KEYS
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS   # memory bound: larger frames are rejected undecoded
+    frame_format: str = RAW             # how clip frames are stored: video_format.FRAME_FORMATS
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY   # of frame_format "jpeg"
 
     def __post_init__(self):
         for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train",
@@ -64,6 +67,8 @@ class ClipGenConfig:
             check_int(name, getattr(self, name), minimum=1)
         check_int("seed", self.seed, minimum=0)
         check_int("max_frame_pixels", self.max_frame_pixels, minimum=1)
+        check_frame_format(self.frame_format)
+        check_jpeg_quality(self.jpeg_quality)
         if self.resize_short_side is not None:
             check_int("resize_short_side", self.resize_short_side, minimum=1)
         if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, Sequence):
@@ -146,7 +151,8 @@ def extract_clips(serialized: bytes, split: str, config: ClipGenConfig, label_ma
     mode = config.mode(split)
     seed = clip_sampling.derive_seed(config.seed, video.video_id) if mode == clip_sampling.TRAIN else 0
     cut = cut_clip_frames(video, mode, config.clips_per_video(split), config, seed)
-    clips = [make_clip_example(clip, label, video.video_id, window.clip_index).SerializeToString(deterministic=True)
+    clips = [make_clip_example(clip, label, video.video_id, window.clip_index, config.frame_format,
+                               config.jpeg_quality).SerializeToString(deterministic=True)
              for window, clip in zip(cut.windows, cut.clips)]  # deterministic: same input, same bytes
     return VideoClips(video.video_id, label, clips, frames_decoded=cut.frames_decoded,
                       frames_resized_to_fit=cut.frames_resized_to_fit)

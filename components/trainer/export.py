@@ -11,6 +11,8 @@ Signatures:
   transform_features(examples: string [None])      -> transformed features (frames, label_name, label: its
                                                       index in this model's labels, video_id); the examples
                                                       must carry labels (TFMA's preprocessing)
+The examples' ``clip/frames`` may hold either clip frame format, raw or JPEG per frame (components/video_format.py),
+whatever format the model was trained on: the Transform graph's decoder reads both.
 The class names are also in ``assets.extra/labels.txt``, one a line.
 """
 from __future__ import annotations

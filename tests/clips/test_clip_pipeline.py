@@ -13,7 +13,7 @@ import tensorflow as tf
 from clip_test_data import video_record
 from components.clipgen import CLIP_STATS_FILENAME, ClipGen
 from components.clipgen.schema import write_clip_schema
-from components.video_format import ClipKeys, clip_feature_spec
+from components.video_format import ClipKeys, clip_feature_spec, make_clip_example, parse_clip_frames
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +171,21 @@ def test_transform_layer_serves_raw_clips_without_labels(run):
         tf.train.Example.FromString(records[0]).features.feature[ClipKeys.FRAMES].bytes_list.value[0])
     served_bare = layer(tf.io.parse_example([bare.SerializeToString()], clip_feature_spec(with_label=False)))
     np.testing.assert_allclose(served_bare["frames"].numpy()[0], served["frames"].numpy()[0], atol=1e-6)
+
+
+def test_transform_layer_reads_clips_stored_as_jpeg_frames(run):
+    """The Transform graph (analysed on raw clips here) reads a clip stored as JPEG frames as its decoded pixels."""
+    layer = _transform_output(run).transform_features_layer()
+    raw = _records(f"{run['root']}/ClipGen/clips/*/Split-eval/*.gz")[:3]
+    pixels = [parse_clip_frames(tf.train.Example.FromString(r).features.feature[ClipKeys.FRAMES].bytes_list.value[0])
+              for r in raw]
+    jpeg = [make_clip_example(p, "walk", f"v{i}", i, frame_format="jpeg").SerializeToString()
+            for i, p in enumerate(pixels)]
+    decoded = [parse_clip_frames(tf.train.Example.FromString(r).features.feature[ClipKeys.FRAMES].bytes_list.value[0])
+               for r in jpeg]
+    spec = clip_feature_spec(with_label=False)
+    by_jpeg = layer(tf.io.parse_example(jpeg, spec))["frames"].numpy()
+    by_raw = layer(tf.io.parse_example([make_clip_example(d, "walk", "v", 0).SerializeToString() for d in decoded],
+                                       spec))["frames"].numpy()
+    np.testing.assert_allclose(by_jpeg, by_raw, rtol=0, atol=1e-6)
+    assert by_jpeg.shape == (3, T, H, W, 3)

@@ -13,7 +13,8 @@ from components.clipgen import REJECT_REASONS, ClipGen, ClipGenConfig, Rejected,
 from components.clipgen import extract, transforms
 from components.clipgen.executor import check_accounting, config_from_exec_properties
 from components.rejections import enforce_max_rejected_fraction
-from components.video_format import ClipKeys, LabelMap, VideoKeys, encode_jpeg, make_video_example
+from components.video_format import (ClipKeys, LabelMap, VideoKeys, encode_jpeg, make_video_example,
+                                     parse_clip_frames)
 
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -32,7 +33,7 @@ def run_extract(record: bytes, split: str, config: ClipGenConfig):
 def parse_clip(serialized: bytes) -> dict:
     feature = tf.train.Example.FromString(serialized).features.feature
     return {
-        "frames": tf.io.parse_tensor(feature[ClipKeys.FRAMES].bytes_list.value[0], tf.uint8).numpy(),
+        "frames": parse_clip_frames(feature[ClipKeys.FRAMES].bytes_list.value[0]),
         "label": feature[ClipKeys.LABEL].bytes_list.value[0].decode(),
         "video_id": feature[ClipKeys.VIDEO_ID].bytes_list.value[0].decode(),
         "clip_index": feature[ClipKeys.CLIP_INDEX].int64_list.value[0],
@@ -126,6 +127,22 @@ def test_clip_pixels_are_the_rgb_frames_area_resized_then_cropped():
     expected = np.stack([cv2.resize(decode_jpeg(jpegs[i]), (width, height), interpolation=cv2.INTER_AREA)
                          [box.top:box.top + 16, box.left:box.left + 16] for i in window.frames])
     np.testing.assert_array_equal(parse_clip(clip)["frames"], expected)
+
+
+def test_jpeg_frame_format_stores_the_same_clips_as_jpeg_frames():
+    record = video_record("v", num_frames=12, height=48, width=64, label="a", seed=3)
+    for split in ("train", "eval"):
+        raw = run_extract(record, split, make_config(height=32, width=32))
+        jpeg = run_extract(record, split, make_config(height=32, width=32, frame_format="jpeg", jpeg_quality=95))
+        assert len(jpeg.clips) == len(raw.clips) and jpeg.frames_decoded == raw.frames_decoded
+        for raw_clip, jpeg_clip in zip(map(parse_clip, raw.clips), map(parse_clip, jpeg.clips)):
+            frames = jpeg_clip.pop("frames")
+            assert jpeg_clip == {k: v for k, v in raw_clip.items() if k != "frames"}   # same window, ids, label
+            assert frames.shape == raw_clip["frames"].shape
+            error = np.abs(frames.astype(int) - raw_clip["frames"]).mean()
+            assert 0 < error < 4, error        # the same crop of the same frames, one JPEG round away
+        stored = tf.train.Example.FromString(jpeg.clips[0]).features.feature[ClipKeys.FRAMES].bytes_list.value[0]
+        assert len(tf.io.parse_tensor(stored, tf.string).numpy()) == 4      # one JPEG per frame
 
 
 def test_record_with_only_a_label_index_maps_through_the_label_map():
@@ -290,6 +307,8 @@ def test_max_rejected_fraction_fails_the_run_only_above_the_limit():
     ({"labels": "a,b"}, TypeError, "labels"),
     ({"labels": []}, ValueError, "empty"),
     ({"labels": ["a", 3]}, TypeError, "labels"),
+    ({"frame_format": "png"}, ValueError, "frame_format must be one of"),
+    ({"jpeg_quality": 0}, ValueError, "jpeg_quality"),
 ])
 def test_config_rejects_bad_arguments(overrides, error, match):
     with pytest.raises(error, match=match):
@@ -333,6 +352,13 @@ def test_component_validates_at_construction_and_round_trips_its_config():
                    compression_level=3).exec_properties["compression_level"] == 3
     with pytest.raises(ValueError, match="compression_level"):
         ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"], compression_level=6)
+    jpeg = ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"],
+                   frame_format="jpeg", jpeg_quality=80)
+    assert config_from_exec_properties(jpeg.exec_properties) == ClipGenConfig(
+        num_frames=8, frame_stride=1, height=32, width=32, labels=("a",), frame_format="jpeg", jpeg_quality=80)
+    assert config_from_exec_properties(component.exec_properties).frame_format == "raw"
+    with pytest.raises(ValueError, match="frame_format"):
+        ClipGen(examples=_examples_channel(), num_frames=8, height=32, width=32, labels=["a"], frame_format="JPEG")
 
 
 def test_module_layout_is_importable_by_path():

@@ -100,3 +100,83 @@ def test_bgr_decode_is_contiguous_and_the_rgb_decode_is_its_channel_reversal():
     np.testing.assert_array_equal(video_format.decode_jpeg(data), bgr[:, :, ::-1])
     with pytest.raises(ValueError, match="not a decodable"):
         video_format.decode_jpeg_bgr(b"\xff\xd8 not really a jpeg")
+
+
+# ---- clip frame formats: raw uint8 and JPEG per frame ------------------------------------------------------
+
+def _demo_clip(t=4, size=32, seed=0):
+    """A clip cut from a demo video (object on a textured background, noise): what ClipGen stores."""
+    from pipeline.demo_data import DEMO_CLASSES, make_demo_video
+    video = make_demo_video(DEMO_CLASSES[seed % len(DEMO_CLASSES)], np.random.default_rng(seed),
+                            frame_range=(t, t + 1), side_range=(size, size + 1))
+    return np.ascontiguousarray(video[:t, :size, :size])
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.mark.parametrize("t", [4, 1, 0])
+def test_jpeg_frames_serialize_byte_identical_to_tensorflow(t):
+    clip = _demo_clip(t=max(t, 1))[:t]
+    ours = video_format.serialize_jpeg_frames(clip, quality=80)
+    jpegs = [video_format.encode_jpeg(frame, 80) for frame in clip]
+    assert ours == tf.make_tensor_proto(np.array(jpegs, dtype=object).reshape([t])).SerializeToString()
+    assert list(tf.io.parse_tensor(ours, tf.string).numpy()) == jpegs
+
+
+def test_both_formats_decode_in_graph_even_mixed_in_one_batch():
+    clips = [_demo_clip(seed=0), _demo_clip(seed=2)]
+    shape = clips[0].shape
+    values = [video_format.clip_frames_bytes(clips[0], "raw"), video_format.clip_frames_bytes(clips[1], "jpeg"),
+              video_format.clip_frames_bytes(clips[1], "jpeg", jpeg_quality=50)]
+    decoded = video_format.decode_frames_tensor(tf.constant(values), shape).numpy()
+    assert decoded.shape == (3, *shape) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded[0], clips[0])        # raw: lossless
+    for i in (1, 2):  # JPEG: exactly OpenCV's decode of the stored bytes (what ClipGen would have seen) ...
+        stored = tf.io.parse_tensor(values[i], tf.string).numpy()
+        np.testing.assert_array_equal(decoded[i], np.stack([video_format.decode_jpeg(j) for j in stored]))
+        np.testing.assert_array_equal(video_format.parse_clip_frames(values[i]), decoded[i])
+    # ... and near the source pixels, nearer at the higher quality (the demo's per-pixel noise costs JPEG most:
+    # 29.5 / 26.6 dB here at q90 / q50); at 32x32 about 1/3 of raw's bytes (a frame's headers take ~600 bytes)
+    assert _psnr(decoded[1], clips[1]) > 28 and _psnr(decoded[1], clips[1]) > _psnr(decoded[2], clips[1]) + 2
+    assert len(values[1]) < 0.4 * len(values[0])
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda c: video_format.clip_frames_bytes(c[:3], "raw"), "got a raw clip of shape"),
+    (lambda c: video_format.clip_frames_bytes(c[:3], "jpeg"), "got JPEG frames of shape"),
+    (lambda c: video_format.clip_frames_bytes(c[:, :16], "jpeg"), "got JPEG frames of shape"),
+    (lambda c: video_format.serialize_jpeg_frames(c[:0]), "got JPEG frames of shape"),
+    (lambda c: tf.make_tensor_proto(np.array([video_format.encode_jpeg(c[0]), video_format.encode_jpeg(c[1, :16]),
+                                              video_format.encode_jpeg(c[2]), video_format.encode_jpeg(c[3])],
+                                             dtype=object)).SerializeToString(), "frames of different sizes"),
+    (lambda c: tf.make_tensor_proto(c.astype(np.float32)).SerializeToString(), "dtype uint8 \\(raw\\) or string"),
+    (lambda c: b"not a tensor", "dtype uint8 \\(raw\\) or string"),
+])
+def test_a_clip_of_another_shape_or_kind_is_refused_naming_it(make, named):
+    clip = _demo_clip()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=named):
+        video_format.decode_frames_tensor(tf.constant([make(clip)]), clip.shape)
+
+
+def test_a_jpeg_claiming_a_huge_size_is_refused_from_its_header_before_decoding():
+    clip = _demo_clip()
+    jpeg = bytearray(video_format.encode_jpeg(clip[0]))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2          # claims 30000x30000 (2.7 GB decoded)
+    value = tf.make_tensor_proto(np.array([bytes(jpeg)] * 4, dtype=object)).SerializeToString()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="got JPEG frames of shape"):
+        video_format.decode_frames_tensor(tf.constant([value]), clip.shape)
+
+
+def test_frame_format_arguments_are_checked():
+    clip = _demo_clip()
+    with pytest.raises(ValueError, match="frame_format must be one of \\('raw', 'jpeg'\\), got 'png'"):
+        video_format.clip_frames_bytes(clip, "png")
+    for quality in (0, 101, 90.0, True):
+        with pytest.raises(ValueError, match="jpeg_quality must be an int in \\[1, 100\\]"):
+            video_format.clip_frames_bytes(clip, "jpeg", jpeg_quality=quality)
+    with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\]"):
+        video_format.serialize_jpeg_frames(clip[0])

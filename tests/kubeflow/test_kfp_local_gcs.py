@@ -55,6 +55,9 @@ SETTINGS = [
     # reads them from the data's label_map.txt when it starts.
     "ingest.train_pattern=span-{SPAN}/train/*", "ingest.eval_pattern=span-{SPAN}/eval/*", "ingest.window_spans=2",
     "ingest.label_map=span-{SPAN}/label_map.txt", "training.init_from=serving",
+    # Clips stored as JPEG frames, as "auto" picks for GPU replicas (which the stand-in cannot give): ClipGen writes
+    # them to gs://, Transform, the TFJob's replicas, the Evaluator and the served model read them.
+    "clips.frame_format=jpeg",
 ]
 SPAN_2 = "videos/span-2"
 RUN_TIMEOUT_S = 900
@@ -90,16 +93,18 @@ import tensorflow as tf
 from components.video_format import ClipKeys
 model_dir, clips_uri = sys.argv[1], sys.argv[2]
 serving = tf.saved_model.load(model_dir).signatures["serving_default"]
-records, labels = [], []
+records, labels, formats = [], [], set()
 for path in sorted(tf.io.gfile.glob(clips_uri.rstrip("/") + "/Split-eval/*")):
     for record in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else ""):
         records.append(record.numpy())
         example = tf.train.Example.FromString(record.numpy())
         labels.append(example.features.feature[ClipKeys.LABEL].bytes_list.value[0].decode())
+        formats.add(example.features.feature[ClipKeys.FRAMES].bytes_list.value[0][:2].hex())
 out = serving(examples=tf.constant(records))
 print("SERVED " + json.dumps({"labels": labels, "top": [c.decode() for c in out["top_class"].numpy()],
                               "classes": [c.decode() for c in out["classes"].numpy()[0]],
-                              "probability_sums": [float(s) for s in out["probabilities"].numpy().sum(axis=1)]}))
+                              "probability_sums": [float(s) for s in out["probabilities"].numpy().sum(axis=1)],
+                              "frame_formats": sorted(formats)}))
 """
 
 
@@ -328,6 +333,7 @@ def test_pushed_model_loads_from_gcs_and_classifies_eval_clips(story):
     assert len(served["labels"]) == 2 * len(SPAN1_LABELS)  # 2 eval videos per class, 1 clip each
     assert set(served["top"]) <= set(SPAN1_LABELS)
     assert all(abs(s - 1.0) < 1e-3 for s in served["probability_sums"])
+    assert served["frame_formats"] == ["0807"]   # every clip a string TensorProto (dtype 7): JPEG frames
     accuracy = sum(t == l for t, l in zip(served["top"], served["labels"])) / len(served["labels"])
     # The gate let it through at min_accuracy 0.25 (2x chance) on this same eval split.
     assert accuracy >= 2 * CHANCE, served

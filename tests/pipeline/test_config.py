@@ -154,3 +154,27 @@ def test_beam_workers_prepare_loopback_process_workers_and_check_the_job_server(
     assert beam_workers.describe(args) == ("Flink (an embedded Flink cluster, parallelism 2; SDK worker processes "
                                            "of this step)")
     assert beam_workers.describe(["--direct_running_mode=in_memory"]) == "DirectRunner (in_memory, 1 workers)"
+
+
+def test_clip_frame_format_auto_is_raw_on_cpu_workers_and_jpeg_on_gpu_workers():
+    from pipeline.pipeline import clip_store, create_components
+    base = ["labels=[a, b]", "ingest.window_spans=2", "ingest.train_pattern=span-{SPAN}/train/*",
+            "ingest.eval_pattern=span-{SPAN}/eval/*"]
+    for preset in ("demo", "smoke", "cluster"):
+        assert load_config(preset, base).clips.frame_format == "auto"
+        assert load_config(preset, base).clip_frame_format == "raw"
+    assert load_config("cluster", [*base, "kubeflow.worker_gpu=1"]).clip_frame_format == "jpeg"
+    assert load_config("cluster", [*base, "kubeflow.worker_gpu=1", "clips.frame_format=raw"]).clip_frame_format == "raw"
+    jpeg = load_config("demo", [*base, "clips.frame_format=jpeg", "clips.jpeg_quality=80"])
+    assert jpeg.clip_frame_format == "jpeg"
+    clipgen = {c.id: c for c in create_components(jpeg)}["ClipGen"]
+    assert (clipgen.exec_properties["frame_format"], clipgen.exec_properties["jpeg_quality"]) == ("jpeg", 80)
+    # Clips cut in another format are never reused from the clip store (its folder is per clip recipe)...
+    raw = load_config("demo", base)
+    assert clip_store(raw) != clip_store(jpeg)
+    # ... and "auto" shares raw's folder where it resolves to raw.
+    assert clip_store(raw) == clip_store(load_config("demo", [*base, "clips.frame_format=raw"]))
+    for bad, match in [(["clips.frame_format=png"], "clips.frame_format must be one of"),
+                       (["clips.jpeg_quality=0"], "clips.jpeg_quality must be an int in \\[1, 100\\]")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config("demo", [*base, *bad])

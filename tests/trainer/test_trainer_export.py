@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.video_format import make_clip_example
+from components.video_format import make_clip_example, parse_clip_frames
 from trainer_test_data import CLIP_SHAPE, LABELS
 
 
@@ -44,6 +44,21 @@ def test_examples_and_frames_paths_agree_and_name_classes_in_label_map_order(ser
         assert classes.shape == (n, len(LABELS)) and (classes == np.array(LABELS)).all()
         expected_top = np.array(LABELS)[probabilities.argmax(axis=1)]
         assert list(out["top_class"].numpy().astype(str)) == list(expected_top)
+
+
+def test_serving_default_reads_jpeg_clips_as_the_pixels_they_decode_to(served, clip_data):
+    """A model trained on raw clips serves clips stored as JPEG frames (clips.frame_format jpeg), even mixed with
+    raw ones in one request: each is classified as its decoded pixels are."""
+    frames = clip_data.eval_frames[:4]
+    jpeg = [make_clip_example(f, l, f"v{i}", i, frame_format="jpeg")
+            for i, (f, l) in enumerate(zip(frames, clip_data.eval_labels))]
+    decoded = np.stack([parse_clip_frames(e.features.feature["clip/frames"].bytes_list.value[0]) for e in jpeg])
+    assert not np.array_equal(decoded, frames)     # JPEG is lossy: these are other pixels than the raw clip's
+    mixed = [jpeg[0], make_clip_example(frames[1], "x", "v1", 1), jpeg[2], jpeg[3]]
+    by_examples = served.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in mixed]))
+    expected = served.signatures["serving_frames"](frames=tf.constant(np.stack([decoded[0], frames[1], *decoded[2:]])))
+    np.testing.assert_allclose(by_examples["probabilities"].numpy(), expected["probabilities"].numpy(), rtol=0,
+                               atol=1e-6)
 
 
 def test_serving_default_is_batch_independent(served, eval_examples):
