@@ -31,7 +31,7 @@ from components import label_maps
 from components.trainer import history, warm_start
 from components.trainer.config import TrainingConfig, TrainingJob
 from components.trainer.launcher import LaunchResult, make_launcher
-from components.trainer.precision import compute_precision, serving_precision
+from components.trainer.precision import ReplicaDevices, compute_precision, serving_precision
 from components.trainer.launcher import launcher_options as parse_launcher_options
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,11 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
-        config = resolve_precision_once(TrainingConfig.from_json(exec_properties[CONFIG_KEY]))
+        launcher = make_launcher(exec_properties[LAUNCHER_KEY], exec_properties.get(LAUNCHER_OPTIONS_KEY))
+        config = resolve_precision_once(TrainingConfig.from_json(exec_properties[CONFIG_KEY]),
+                                        launcher.replica_devices())
         serving_model_base = exec_properties.get(SERVING_MODEL_BASE_KEY) or ""
         config, new_classes = resolve_labels(config, input_dict[EXAMPLES_KEY], serving_model_base)
-        launcher = make_launcher(exec_properties[LAUNCHER_KEY], exec_properties.get(LAUNCHER_OPTIONS_KEY))
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
         model_run = artifact_utils.get_single_instance(output_dict[MODEL_RUN_KEY])
         # Resolved once, here: every worker (and every restart) loads the same source.
@@ -147,14 +148,15 @@ def resolve_labels(config: TrainingConfig, examples: list[types.Artifact],
     return config, new
 
 
-def resolve_precision_once(config: TrainingConfig) -> TrainingConfig:
-    """``precision: auto`` resolved here, on the executor's machine, and handed to every worker as a fixed value:
-    resolved per worker, replicas on a mixed node pool would compute in different precisions."""
+def resolve_precision_once(config: TrainingConfig, devices: ReplicaDevices | None = None) -> TrainingConfig:
+    """``precision: auto`` resolved here, once, for the replicas' ``devices`` as the launcher declares them (None:
+    they run on this machine, which is then asked), and handed to every worker as a fixed value: resolved per
+    worker, replicas on a mixed node pool would compute in different precisions."""
     if config.precision != "auto":
         return config
-    resolved = dataclasses.replace(config, precision=compute_precision(config))
-    logger.info("precision 'auto' resolved to %s on the Trainer's machine; every worker computes in it",
-                resolved.precision)
+    resolved = dataclasses.replace(config, precision=compute_precision(config, devices))
+    logger.info("precision 'auto' resolved to %s for %s; every worker computes in it", resolved.precision,
+                "this machine's devices" if devices is None else devices.describe())
     return resolved
 
 

@@ -13,8 +13,8 @@ import math
 from typing import Any, Sequence
 
 OPTIMIZERS = ("adamw", "sgd")
-PRECISIONS = ("auto", "float32", "bfloat16")
-EXPORT_PRECISIONS = ("float32", "bfloat16", "training")
+PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
+EXPORT_PRECISIONS = ("float32", "bfloat16", "mixed_float16", "training")
 DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
 INIT_FROM_HELP = ("'none' (from scratch), 'serving' (the model currently served) or a path (a SavedModel directory, "
                   "a TFX Model artifact directory, a serving model base or a Keras .h5 weights file)")
@@ -74,13 +74,16 @@ class TrainingConfig:
     steps_per_execution: int = 1
     # "bfloat16": layers compute in bfloat16 (weights, logits and loss stay float32): 1.5-1.9x faster training
     # and ~2x faster inference at 16x112x112 on a CPU with AVX512-BF16, demo accuracy within the seed-to-seed
-    # spread (bench/README.md). "auto" (the default): bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU,
-    # float32 elsewhere. The Trainer executor resolves "auto" once and hands every worker the result, so the
-    # replicas of one run never compute in different precisions.
+    # spread (bench/README.md). "mixed_float16": layers compute in float16 with loss scaling, for GPUs with tensor
+    # cores. "auto" (the default), for the replicas' devices (components/trainer/precision.py): mixed_float16 on
+    # GPUs with tensor cores, float32 on older GPUs; on CPUs bfloat16 with AVX512-BF16 or AMX, float32 elsewhere.
+    # The Trainer executor resolves "auto" once and hands every worker the result, so the replicas of one run never
+    # compute in different precisions.
     precision: str = "auto"
     # What the serving SavedModel computes in. Serving is its own decision: a bfloat16 model infers at ~0.77x the
     # float32 rate on a CPU without AVX512-BF16 (bench/README.md), so the export is float32 whatever trained it,
-    # unless this says "bfloat16" or "training" (the resolved training precision).
+    # unless this says "bfloat16", "mixed_float16" (serves on GPUs only: TF's CPU kernels lack float16 MaxPool3D) or
+    # "training" (the resolved training precision).
     export_precision: str = "float32"
     # Warm start: where the initial weights come from. "none": from scratch. "serving": the model currently served
     # (the highest complete version under <serving_dir>/<model_name>, as the Evaluator's baseline; from scratch while

@@ -48,6 +48,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from components.trainer.config import TrainingJob
+from components.trainer.precision import ReplicaDevices
 from components.trainer.launcher import (LOG_TAIL_LINES, WORKER_MODULE, AttemptFailed, Launcher, LaunchTimeoutError,
                                          WorkerFailure, termination_guard, termination_signals_blocked)
 
@@ -252,6 +253,10 @@ class KubeflowTFJobLauncher(Launcher):
         self._clients: tuple[Any, Any, str] | None = None
 
     # ---- the manifest -----------------------------------------------------------------------------------
+
+    def replica_devices(self) -> ReplicaDevices:
+        """``worker_gpu`` nvidia.com/gpu per replica; the GPU model is the node pool's, unknown here."""
+        return ReplicaDevices(gpus=self.worker_gpu)
 
     def replica_restart_policy(self, max_restarts: int) -> str:
         """The replicas' restartPolicy: ``restart_policy``, or Never when no restart is allowed anyway (the operator

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Mapping
 
 from components.trainer.config import TrainingJob
+from components.trainer.precision import ReplicaDevices
 from components.trainer.registry import LAUNCHERS, launcher_options, make_launcher  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class Launcher(abc.ABC):
     """Runs a TrainingJob on a cluster of ``job.config.workers`` workers, restarting on failure."""
 
     name: ClassVar[str]
+
+    def replica_devices(self) -> ReplicaDevices | None:
+        """The accelerators of each replica as this backend will request them, for ``precision: auto``; None: the
+        replicas run on this machine (the local backend), whose devices are then looked at."""
+        return None
 
     def max_attempts(self, job: TrainingJob) -> int:
         """How many clusters ``launch`` may start: whole-cluster restarts are this class's fault tolerance.

@@ -5,6 +5,7 @@ hands the result to every worker, so the replicas of one run never disagree.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from components.trainer.config import TrainingConfig
@@ -36,14 +37,48 @@ def cpu_has_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def compute_precision(config: TrainingConfig) -> str:
-    """``config.precision`` with "auto" resolved for this machine (GPUs: float32, bfloat16 is unmeasured there)."""
+@dataclasses.dataclass(frozen=True)
+class ReplicaDevices:
+    """The accelerators of each training replica, as far as whoever decides the precision knows them."""
+    gpus: int = 0
+    # (major, minor) of the GPUs; None with GPUs: not known (a Kubernetes nvidia.com/gpu limit names no model).
+    compute_capability: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        if not self.gpus:
+            return "no GPU"
+        cc = "unknown compute capability" if self.compute_capability is None else \
+            f"compute capability {self.compute_capability[0]}.{self.compute_capability[1]}"
+        return f"{self.gpus} GPU(s) per replica, {cc}"
+
+
+# Tensor cores came with Volta (compute capability 7.0, CUDA C Programming Guide "Compute Capabilities"); below it
+# float16 arithmetic gains little or nothing, so mixed_float16 only costs the casts and the loss scaling.
+TENSOR_CORE_CAPABILITY = (7, 0)
+
+
+def this_machine_devices() -> ReplicaDevices:
+    """The GPUs TensorFlow sees here, with the lowest compute capability among them."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") for g in gpus]
+    known = [tuple(c) for c in capabilities if c]
+    return ReplicaDevices(len(gpus), min(known) if known and len(known) == len(gpus) else None)
+
+
+def compute_precision(config: TrainingConfig, devices: ReplicaDevices | None = None) -> str:
+    """``config.precision`` with "auto" resolved for replicas with ``devices`` (None: this machine's).
+
+    GPUs: mixed_float16 where they have tensor cores, or where their model is not known (every GPU the clusters'
+    GPU node pools offer since 2018 has them; set precision float32 for older ones), else float32. CPUs: bfloat16
+    with AVX512-BF16 or AMX, else float32 (bench/README.md)."""
     if config.precision != "auto":
         return config.precision
-    import tensorflow as tf
-    if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU"):
-        return "bfloat16"
-    return "float32"
+    devices = this_machine_devices() if devices is None else devices
+    if devices.gpus:
+        cc = devices.compute_capability
+        return "mixed_float16" if cc is None or tuple(cc) >= TENSOR_CORE_CAPABILITY else "float32"
+    return "bfloat16" if cpu_has_bfloat16() else "float32"
 
 
 def serving_precision(config: TrainingConfig) -> str:

@@ -32,6 +32,16 @@ logger = logging.getLogger(__name__)
 
 # ---- strategy ---------------------------------------------------------------------------------------
 
+# Keras mixed-precision policies of the 16-bit precisions (components/trainer/config.py PRECISIONS).
+KERAS_POLICIES = {"bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
+
+
+def collective_implementation(num_gpus: int) -> tf.distribute.experimental.CommunicationImplementation:
+    """NCCL for replicas with GPUs (all-reduce between GPU memories, over NVLink or the network), else gRPC rings."""
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    return implementation.NCCL if num_gpus > 0 else implementation.RING
+
+
 def make_strategy(config: TrainingConfig) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy for 2+ workers; one worker trains under TF's default strategy.
 
@@ -48,7 +58,10 @@ def make_strategy(config: TrainingConfig) -> tf.distribute.Strategy:
     # A per-collective timeout: if a peer dies or hangs mid-step the survivors fail instead of waiting
     # forever (the local launcher also kills them; a TFJob backend relies on this). It must exceed the
     # workers' skew in reaching the first step (tracing speed), hence minutes by default.
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(config.collective_timeout_s))
+    implementation = collective_implementation(len(tf.config.list_physical_devices("GPU")))
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(config.collective_timeout_s),
+                                                              implementation=implementation)
+    logger.info("MultiWorkerMirroredStrategy all-reduce: %s", implementation.name)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
@@ -150,13 +163,15 @@ def load_model_builder(path: str = DEFAULT_MODEL_BUILDER) -> Callable:
 
 def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER, *,
                 precision: str | None = None) -> keras.Model:
-    """The model; in bfloat16 precision its layers compute in bfloat16 (weights stay float32, so the weights
-    of a model built in one precision load into the same model built in the other)."""
+    """The model; in bfloat16 or mixed_float16 precision its layers compute in 16 bits (weights stay float32, so
+    the weights of a model built in one precision load into the same model built in another). Under
+    mixed_float16 Keras' ``compile`` wraps the optimizer in a LossScaleOptimizer (the model's dtype policy)."""
     build = load_model_builder(builder)
-    if (precision or compute_precision(config)) == "float32":
+    precision = precision or compute_precision(config)
+    if precision == "float32":
         return build(len(config.labels), config.clip_shape, dropout=config.dropout)
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(KERAS_POLICIES[precision])
     try:
         return build(len(config.labels), config.clip_shape, dropout=config.dropout)
     finally:

@@ -152,3 +152,56 @@ def test_auto_precision_is_the_default_and_is_bfloat16_only_on_a_cpu_with_bfloat
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
     assert training.compute_precision(config) == "float32"
     assert training.compute_precision(dataclasses.replace(config, precision="float32")) == "float32"
+
+
+def test_auto_precision_follows_the_replicas_devices_as_the_launcher_declares_them(monkeypatch):
+    from components.trainer import precision
+    from components.trainer.component import resolve_precision_once
+    from components.trainer.launcher import make_launcher
+    auto = TrainingConfig(labels=LABELS, clip_shape=(4, 16, 16, 3))
+    devices = precision.ReplicaDevices
+    assert precision.compute_precision(auto, devices(gpus=1, compute_capability=(7, 0))) == "mixed_float16"  # V100
+    assert precision.compute_precision(auto, devices(gpus=8, compute_capability=(9, 0))) == "mixed_float16"  # H100
+    assert precision.compute_precision(auto, devices(gpus=1, compute_capability=(6, 0))) == "float32"   # P100
+    assert precision.compute_precision(auto, devices(gpus=1)) == "mixed_float16"     # a GPU of unknown model
+    for has_bf16, expected in ((True, "bfloat16"), (False, "float32")):            # CPU replicas
+        monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: has_bf16)
+        assert precision.compute_precision(auto, devices(gpus=0)) == expected
+    # A configured precision is never second-guessed.
+    assert precision.compute_precision(dataclasses.replace(auto, precision="float32"), devices(gpus=1)) == "float32"
+    # The executor resolves "auto" once for what the launcher will request: a TFJob with GPUs gets mixed_float16
+    # whatever this machine has; the local launcher looks at this machine (no GPU here).
+    tfjob = make_launcher("kubeflow", {"image": "img", "worker_gpu": 2})
+    assert tfjob.replica_devices() == devices(gpus=2)
+    assert resolve_precision_once(auto, tfjob.replica_devices()).precision == "mixed_float16"
+    assert make_launcher("local").replica_devices() is None
+    assert resolve_precision_once(auto, None).precision == "float32"     # monkeypatched: no bfloat16 CPU here
+
+
+def test_mixed_float16_trains_with_loss_scaling_float32_weights_and_logits():
+    import numpy as np
+    from components.trainer.training import build_model
+    from bresnet._keras import keras
+    config = TrainingConfig(labels=LABELS, clip_shape=(2, 8, 8, 3), precision="mixed_float16")
+    model = build_model(config)
+    assert {w.dtype.name for w in model.weights} == {"float32"}
+    assert any(layer.compute_dtype == "float16" for layer in model.layers)
+    assert keras.mixed_precision.global_policy().name == "float32"          # the global policy is put back
+    # TF's CPU kernels have no float16 MaxPool3D (its GPU kernels do), so the step runs through XLA here.
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).normal(size=(4, 2, 8, 8, 3)).astype(np.float32)
+    loss = model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.predict_on_batch(x).dtype.name == "float32"
+
+
+def test_all_reduce_is_nccl_with_gpus_and_rings_without():
+    import tensorflow as tf
+    from components.trainer.training import collective_implementation
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    assert collective_implementation(1) == collective_implementation(8) == implementation.NCCL
+    assert collective_implementation(0) == implementation.RING
