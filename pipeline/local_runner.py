@@ -1,11 +1,13 @@
 """Runs the pipeline on this machine with TFX's LocalDagRunner and summarizes the outcome."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
+from typing import Iterator
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -53,6 +55,28 @@ class _ComponentTimer(logging.Handler):
             print(f"[run-local] {name} finished in {time.time() - self.started[name]:.1f}s", flush=True)
 
 
+@contextlib.contextmanager
+def component_progress() -> Iterator[_ComponentTimer]:
+    """Prints a line as each component starts and finishes, for the duration of the block.
+
+    TFX reports component starts/ends through absl's logger at INFO; libraries loaded mid-run (and pytest) change
+    the root level, so the timer listens on that logger directly, with its level pinned: Transform's libraries set
+    absl's verbosity to WARNING (absl.logging.set_verbosity), which silenced every later component's line, so
+    setLevel is a no-op on that logger until the block ends."""
+    timer = _ComponentTimer()
+    absl_logger = logging.getLogger("absl")
+    absl_level = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    absl_logger.setLevel = lambda level: None
+    absl_logger.addHandler(timer)
+    try:
+        yield timer
+    finally:
+        absl_logger.removeHandler(timer)
+        del absl_logger.setLevel          # the class's method again
+        absl_logger.setLevel(absl_level)
+
+
 def run_local(config: RunConfig) -> RunSummary:
     # Before anything is cached: a missing newest span fails here (on_missing_span: fail), or skips the run.
     window = config.resolve_window()
@@ -67,14 +91,7 @@ def run_local(config: RunConfig) -> RunSummary:
     beam_args = config.beam_pipeline_args()
     beam_workers.prepare(beam_args)
     os.makedirs(config.pipeline_root, exist_ok=True)
-    timer = _ComponentTimer()
     root_logger = logging.getLogger()
-    # TFX reports component starts/ends through absl's logger at INFO; libraries loaded mid-run (and pytest)
-    # change the root level, so the timer listens on that logger directly, with its level pinned for the run.
-    absl_logger = logging.getLogger("absl")
-    absl_level = absl_logger.level
-    absl_logger.setLevel(logging.INFO)
-    absl_logger.addHandler(timer)
     # Everything (TFX, Beam, TFMA at INFO) goes to a run log next to the artifacts; the console stays readable.
     log_path = os.path.join(config.pipeline_root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -89,14 +106,12 @@ def run_local(config: RunConfig) -> RunSummary:
     start = time.time()
     try:
         # SIGTERM raises here (as Ctrl-C does), so the cleanup below runs before the process ends.
-        with termination_guard():
+        with termination_guard(), component_progress():
             try:
                 LocalDagRunner().run(create_pipeline(config, metadata_path=config.metadata_path))
             finally:
                 beam_workers.stop_job_servers()   # Flink's job server, when the Beam steps ran on Flink
     finally:
-        absl_logger.removeHandler(timer)
-        absl_logger.setLevel(absl_level)
         root_logger.removeHandler(file_handler)
         file_handler.close()
     summary = summarize(config)

@@ -112,3 +112,21 @@ def test_a_missing_newest_span_fails_clearly_or_skips_the_run(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped: the newest span is missing" in skipped.stdout
     assert not (tmp_path / "root" / "Ingest").exists()                      # nothing ran
+
+
+def test_component_progress_lines_outlive_a_library_that_quiets_absl(capsys):
+    """Transform's libraries set absl's verbosity to WARNING mid-run; the lines of later components still print."""
+    import logging
+    from absl import logging as absl_logging
+    from pipeline.local_runner import component_progress
+    absl = logging.getLogger("absl")
+    before = absl.level
+    with component_progress():
+        absl_logging.info("Component Transform is running.")
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.info("Component Transform is finished.")
+        absl_logging.info("Component Trainer is running.")
+    out = capsys.readouterr().out
+    assert "[run-local] Transform started" in out and "[run-local] Transform finished in" in out
+    assert "[run-local] Trainer started" in out
+    assert absl.level == before and "setLevel" not in vars(absl)      # put back as it was
