@@ -27,8 +27,9 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="where the Beam steps run (beam.runner): flink runs them on an embedded Flink "
                              "cluster (beam.flink_master, beam.job_endpoint for a cluster's); dataflow needs "
                              "--project, --region, --temp-location and the image")
-    parser.add_argument("--project", help="Google Cloud project of the Dataflow jobs (beam.project)")
-    parser.add_argument("--region", help="Dataflow region (beam.region)")
+    parser.add_argument("--project", help="Google Cloud project of the Dataflow jobs and Vertex AI training "
+                                          "(beam.project, vertex.project)")
+    parser.add_argument("--region", help="Dataflow and Vertex AI region (beam.region, vertex.region)")
     parser.add_argument("--temp-location", help="gs:// staging folder of the Dataflow jobs (beam.temp_location)")
 
 
@@ -37,7 +38,8 @@ def _load(args) -> "RunConfig":
     overrides = list(args.overrides)
     for flag, key in [("data_dir", "data_dir"), ("pipeline_root", "pipeline_root"),
                       ("serving_dir", "serving_dir"), ("workers", "training.workers"), ("image", "kubeflow.image"),
-                      ("beam_runner", "beam.runner"), ("project", "beam.project"), ("region", "beam.region"),
+                      ("beam_runner", "beam.runner"), ("project", "beam.project"), ("project", "vertex.project"),
+                      ("region", "beam.region"), ("region", "vertex.region"), ("launcher", "launcher"),
                       ("temp_location", "beam.temp_location"),
                       ("namespace", "kubeflow.namespace"), ("worker_cpu", "kubeflow.worker_cpu"),
                       ("worker_memory", "kubeflow.worker_memory"), ("service_account", "kubeflow.service_account")]:
@@ -205,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--image",
                        help="container image of every step and training worker (built from the Dockerfile)")
         p.add_argument("--out", default="pipeline.yaml", help="compiled file: .yaml (KFP v2) or .json (Vertex)")
+        p.add_argument("--launcher", choices=("kubeflow", "vertex"),
+                       help="where the Trainer's replicas run (launcher): kubeflow, a TFJob (kubeflow.*); vertex, a "
+                            "Vertex AI CustomJob (vertex.*: --project, --region, machine and accelerator)")
         p.add_argument("--namespace", help="namespace of the training TFJob (kubeflow.namespace; default: the "
                                           "Trainer step pod's own namespace)")
         p.add_argument("--worker-cpu", help="CPU request of each training worker (kubeflow.worker_cpu)")

@@ -16,6 +16,7 @@ import yaml
 from components.spans import SpanPattern, span_config_json
 from components.trainer.config import TrainingConfig
 from components.trainer.kubeflow_launcher import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
+from components.trainer.vertex_launcher import DEFAULT_MACHINE_TYPE
 from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
@@ -301,6 +302,35 @@ class KubeflowConfig:
         return float(merged["cpu"]), _memory_gib(merged["memory"], f"kubeflow.step_resources.{step}.memory")
 
 
+# The Trainer's cluster backends (components/trainer/registry.py), for compile/submit/schedule; run-local always
+# trains in local processes.
+CLUSTER_LAUNCHERS = ("kubeflow", "vertex")
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexConfig:
+    """The Trainer on Vertex AI (``launcher: vertex``, components/trainer/vertex_launcher.py): a CustomJob per attempt,
+    worker pool 0 the chief and pool 1 the other workers, each replica a ``machine_type`` with ``accelerator_count``
+    GPUs of ``accelerator_type`` (e.g. NVIDIA_TESLA_T4; "" and 0: none), running ``kubeflow.image`` as
+    ``service_account`` (an email; "": Vertex's default), for at most ``kubeflow.timeout_s``. The launcher checks
+    the values when the pipeline is defined (compile)."""
+    project: str = ""
+    region: str = ""
+    machine_type: str = DEFAULT_MACHINE_TYPE
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    service_account: str = ""
+    api_endpoint: str = ""          # "": <region>-aiplatform.googleapis.com
+
+    def __post_init__(self):
+        for name in ("project", "region", "machine_type", "accelerator_type", "service_account", "api_endpoint"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"vertex.{name} must be a string, got {getattr(self, name)!r}")
+        if (isinstance(self.accelerator_count, bool) or not isinstance(self.accelerator_count, int)
+                or self.accelerator_count < 0):
+            raise ConfigError(f"vertex.accelerator_count must be an integer >= 0, got {self.accelerator_count!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     pipeline_name: str = "bresnet-video"
@@ -323,6 +353,10 @@ class RunConfig:
     training: dict = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
     gate: GateConfig = GateConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
+    # Where the Trainer's replicas run when compiled for a cluster: "kubeflow" (a TFJob: kubeflow section) or
+    # "vertex" (a Vertex AI CustomJob: vertex section).
+    launcher: str = "kubeflow"
+    vertex: VertexConfig = VertexConfig()
 
     def __post_init__(self):
         derived = {"labels", "clip_shape"} & set(self.training)
@@ -336,6 +370,8 @@ class RunConfig:
             TrainingConfig(labels=("a", "b"), clip_shape=self.clips.shape, **self.training)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"training: {exc}") from None
+        if self.launcher not in CLUSTER_LAUNCHERS:
+            raise ConfigError(f"launcher must be one of {CLUSTER_LAUNCHERS}, got {self.launcher!r}")
         if not PIPELINE_NAME_RE.fullmatch(self.pipeline_name):
             raise ConfigError(f"pipeline_name must match [a-z0-9][a-z0-9-]{{0,127}} (KFP's rule), got {self.pipeline_name!r}")
         if self.data_layout not in ("pre_split", "split_by_id"):
@@ -376,11 +412,16 @@ class RunConfig:
         return [a for a in args if a.split("=", 1)[0] in LOCAL_BEAM_ARGS]
 
     @property
+    def replica_gpus(self) -> int:
+        """GPUs per training replica of the cluster backend: kubeflow.worker_gpu or vertex.accelerator_count."""
+        return self.vertex.accelerator_count if self.launcher == "vertex" else self.kubeflow.worker_gpu
+
+    @property
     def clip_frame_format(self) -> str:
         """clips.frame_format with "auto" decided: jpeg for GPU training replicas, raw otherwise."""
         if self.clips.frame_format != "auto":
             return self.clips.frame_format
-        return JPEG if self.kubeflow.worker_gpu > 0 else RAW
+        return JPEG if self.replica_gpus > 0 else RAW
 
     def resolve_window(self, today=None):
         """The spans this run would read (components/spans.py); raises MissingSpanError under on_missing_span fail."""

@@ -27,8 +27,19 @@ log = logging.getLogger(__name__)
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
-def launcher_options(kubeflow: KubeflowConfig) -> dict:
-    """The Trainer's ``kubeflow`` launcher options (components.trainer.kubeflow_launcher) from the config section."""
+def launcher_options(config: RunConfig) -> dict:
+    """The options of the Trainer's cluster launcher (``config.launcher``) from its config section."""
+    if config.launcher == "vertex":
+        vertex = config.vertex
+        return {"project": vertex.project, "region": vertex.region, "image": config.kubeflow.image,
+                "machine_type": vertex.machine_type, "accelerator_type": vertex.accelerator_type,
+                "accelerator_count": vertex.accelerator_count, "service_account": vertex.service_account,
+                "timeout_s": config.kubeflow.timeout_s, "api_endpoint": vertex.api_endpoint or None}
+    return tfjob_options(config.kubeflow)
+
+
+def tfjob_options(kubeflow: KubeflowConfig) -> dict:
+    """The ``kubeflow`` (TFJob) launcher's options (components.trainer.kubeflow_launcher) from its config section."""
     return {"image": kubeflow.image, "namespace": kubeflow.namespace or None,
             "service_account": kubeflow.service_account, "worker_cpu": kubeflow.worker_cpu,
             "worker_memory": kubeflow.worker_memory, "worker_gpu": kubeflow.worker_gpu,
@@ -38,8 +49,8 @@ def launcher_options(kubeflow: KubeflowConfig) -> dict:
 
 
 def build_kubeflow_pipeline(config: RunConfig) -> Pipeline:
-    pipeline = create_pipeline(config, metadata_path=None, launcher="kubeflow",
-                               launcher_options=launcher_options(config.kubeflow))
+    pipeline = create_pipeline(config, metadata_path=None, launcher=config.launcher,
+                               launcher_options=launcher_options(config))
     for component in pipeline.components:
         cpu, memory = config.kubeflow.resources(component.id)
         component.with_platform_config(ResourceSpec(cpu_limit=cpu, memory_limit=memory))

@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 from components.trainer.config import TrainingJob
 from components.trainer.precision import ReplicaDevices
 from components.trainer.launcher import (LOG_TAIL_LINES, WORKER_MODULE, AttemptFailed, Launcher, LaunchTimeoutError,
-                                         WorkerFailure, termination_guard, termination_signals_blocked)
+                                         WorkerFailure, termination_guard, termination_signals_blocked, write_text)
 
 logger = logging.getLogger(__name__)
 
@@ -139,19 +139,6 @@ def backoff_limit(restart_policy: str, max_restarts: int, workers: int) -> int |
         # exceedsBackoffLimit), which hides the failed pod's exit code and log: leave it unset.
         return None
     return 0 if max_restarts == 0 else max_restarts * workers + 1
-
-
-def _write_text(uri: str, text: str) -> None:
-    if "://" in uri:
-        import tensorflow as tf
-
-        tf.io.gfile.makedirs(uri.rsplit("/", 1)[0])
-        with tf.io.gfile.GFile(uri, "w") as f:
-            f.write(text)
-    else:
-        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-        with open(uri, "w") as f:
-            f.write(text)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -351,7 +338,7 @@ class KubeflowTFJobLauncher(Launcher):
 
         custom, core, namespace = self._apis()
         job_uri = job.scratch_dir + "/job.json"
-        _write_text(job_uri, job.to_json())
+        write_text(job_uri, job.to_json())
         name = tfjob_name(self.name_prefix, job.run_dir, attempt)
         workers = job.config.workers
         body = ApiClient().sanitize_for_serialization(self.build_tfjob(

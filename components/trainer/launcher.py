@@ -193,6 +193,21 @@ class Launcher(abc.ABC):
         as one worker fails."""
 
 
+def write_text(uri: str, text: str) -> None:
+    """Writes ``text`` to a local path or any tf.io.gfile URI (gs://...), making its folder: a cluster backend's
+    job description, where every replica can read it."""
+    if "://" in uri:
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(uri.rsplit("/", 1)[0])
+        with tf.io.gfile.GFile(uri, "w") as f:
+            f.write(text)
+    else:
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        with open(uri, "w") as f:
+            f.write(text)
+
+
 def worker_log_path(scratch_dir: str, worker_index: int) -> str:
     return os.path.join(scratch_dir, f"worker-{worker_index}.log")
 

@@ -101,7 +101,6 @@ import collections
 import copy
 import dataclasses
 import datetime
-import http.server
 import itertools
 import json
 import logging
@@ -109,14 +108,15 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import uuid
 from typing import Any, Callable, Collection, Mapping
+
+from pipeline.kfp_local.loopback import (LoopbackApiServer, exited, expand, free_port, killpg,
+                                        serve_until_signalled)
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,6 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
 _PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
-_VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
 def _now() -> str:
@@ -265,12 +264,6 @@ def _parse_bool(value: str | None) -> bool:
     return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- runtime state -------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -363,7 +356,7 @@ class _TFJob:
 
 # ---- the server ---------------------------------------------------------------------------------------
 
-class KubeApiServer:
+class KubeApiServer(LoopbackApiServer):
     """Kubernetes API + Training Operator + kubelet stand-in; see the module docstring.
 
     ``workdir`` receives the kubeconfig, the request log and the replica logs. ``namespace`` is the kubeconfig
@@ -374,13 +367,14 @@ class KubeApiServer:
     "exist"; others fail with ErrImagePull/ImagePullBackOff; None: every image exists), ``crash_loop_backoff_s``
     (the kubelet's initial restart back-off, 10 s upstream) and ``tick_s`` (controller loop period).
     """
+    server_name = "kube-api-stand-in"
 
     def __init__(self, workdir: str, namespace: str = "kubeflow-user", python: str = sys.executable,
                  env: Mapping[str, str] | None = None, *, node_allocatable: Mapping[str, str] | None = None,
                  images: Collection[str] | None = None, crash_loop_backoff_s: float = 10.0, tick_s: float = 0.05):
         if not re.fullmatch(_DNS1123_LABEL, namespace or "") or len(namespace) > 63:
             raise ValueError(f"namespace must be a DNS-1123 label, got {namespace!r}")
-        self.workdir = os.path.abspath(workdir)
+        super().__init__(workdir, tick_s)
         self.namespace = namespace
         self.python = python
         self.env = dict(env or {})
@@ -388,75 +382,30 @@ class KubeApiServer:
                                  if node_allocatable is not None else None)
         self.images = None if images is None else set(images)
         self.crash_loop_backoff_s = float(crash_loop_backoff_s)
-        self.tick_s = float(tick_s)
-        self.url: str | None = None
         self.kubeconfig: str | None = None
-        self.port: int | None = None
         self._namespaces = {namespace, "default"}
-        self._lock = threading.RLock()
         self._rv = itertools.count(1)
         self._jobs: dict[tuple[str, str], _TFJob] = {}
         self._pods: dict[tuple[str, str], _Pod] = {}
         self._events: dict[tuple[str, str], dict] = {}
         self._event_keys: dict[tuple, tuple[str, str]] = {}
-        self._requests: list[dict] = []
-        self._stopping = threading.Event()
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
-        self._request_log = None
         self._all_pods_seen: list[_Pod] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> "KubeApiServer":
-        os.makedirs(self.workdir, exist_ok=True)
-        self._request_log = open(os.path.join(self.workdir, "api-requests.log"), "a", buffering=1)
-        handler = type("_BoundHandler", (_Handler,), {"api": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().start()
         self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
         self._write_kubeconfig(self.kubeconfig)
-        self._threads = [threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                          name="kube-api-http", daemon=True),
-                         threading.Thread(target=self._control_loop, name="kube-api-controllers", daemon=True)]
-        for t in self._threads:
-            t.start()
         logger.info("Kubernetes API stand-in at %s (kubeconfig %s, namespace %s)", self.url, self.kubeconfig,
                     self.namespace)
         return self
 
-    def stop(self) -> None:
-        """Kills every replica process group at once, then stops serving."""
-        self._stopping.set()
-        for t in self._threads[1:]:
-            t.join(timeout=10)
-        with self._lock:
-            procs = [c.proc for pod in self._all_pods_seen for c in pod.containers if c.proc is not None]
-        for proc in procs:
-            _killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                logger.error("replica process %d did not die after SIGKILL", proc.pid)
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._threads:
-            self._threads[0].join(timeout=10)
-        with self._lock:
-            if self._request_log is not None:
-                self._request_log.close()
-                self._request_log = None
+    def live_processes(self) -> list[subprocess.Popen]:
+        return [c.proc for pod in self._all_pods_seen for c in pod.containers if c.proc is not None]
 
-    def __enter__(self) -> "KubeApiServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def response_headers(self) -> dict[str, str]:
+        return {"Audit-Id": str(uuid.uuid4())}
 
     def _write_kubeconfig(self, path: str) -> None:
         import yaml
@@ -495,11 +444,6 @@ class KubeApiServer:
                     out[pod.name] = proc.pid
         return out
 
-    def requests(self) -> list[dict]:
-        """Every API request so far: method, path, RBAC verb/apiGroup/resource(/subresource), namespace, name, code."""
-        with self._lock:
-            return [dict(r) for r in self._requests]
-
     # ---- HTTP dispatch -----------------------------------------------------------------------------------
 
     _ROUTES = [
@@ -527,10 +471,7 @@ class KubeApiServer:
             code, content_type = 500, "application/json"
             payload = json.dumps(_status_body(500, "InternalError", f"stand-in error: {exc!r}")).encode()
         record["code"] = code
-        with self._lock:
-            self._requests.append(record)
-            if self._request_log is not None:
-                self._request_log.write(json.dumps(record) + "\n")
+        self.record(record)
         return code, content_type, payload
 
     def _route(self, method: str, path: str, query: dict, body: bytes, record: dict) -> tuple[int, str, bytes]:
@@ -618,7 +559,7 @@ class KubeApiServer:
             meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv)),
                         generation=1, creationTimestamp=_now())
             spec = _default_tfjob_spec(obj["spec"])
-            addresses = {(rtype.lower(), i): _free_port()
+            addresses = {(rtype.lower(), i): free_port()
                          for rtype, rspec in spec["tfReplicaSpecs"].items() for i in range(rspec["replicas"])}
             job = _TFJob(obj=obj, spec=spec, addresses=addresses)
             self._jobs[(namespace, name)] = job
@@ -794,15 +735,7 @@ class KubeApiServer:
 
     # ---- the control loop: operator, scheduler, kubelet, garbage collector -------------------------------
 
-    def _control_loop(self) -> None:
-        while not self._stopping.wait(self.tick_s):
-            try:
-                with self._lock:
-                    self._tick()
-            except Exception:  # keep serving; the failure is in the log
-                logger.exception("Kubernetes API stand-in: controller tick failed")
-
-    def _tick(self) -> None:
+    def tick(self) -> None:
         for pod in list(self._pods.values()):
             self._kubelet(pod)
         for job in list(self._jobs.values()):
@@ -1121,7 +1054,7 @@ class KubeApiServer:
         for c in pod.containers:
             if c.proc is not None:
                 self._record_event(pod.obj, "Pod", "Normal", "Killing", f"Stopping container {c.name}", "kubelet")
-                _killpg(c.proc.pid, signal.SIGTERM)
+                killpg(c.proc.pid, signal.SIGTERM)
         self._kubelet(pod)
 
     def _kubelet(self, pod: _Pod) -> None:
@@ -1130,7 +1063,7 @@ class KubeApiServer:
             if not pod.sigkill_sent and now - pod.delete_requested >= pod.grace_s:
                 for c in pod.containers:
                     if c.proc is not None:
-                        _killpg(c.proc.pid, signal.SIGKILL)
+                        killpg(c.proc.pid, signal.SIGKILL)
                 pod.sigkill_sent = True
             self._reap(pod)
             if not pod.alive():
@@ -1194,7 +1127,7 @@ class KubeApiServer:
         for var in spec.get("env") or []:
             name = var.get("name")
             if "valueFrom" not in var:
-                defined[name] = _expand(var.get("value", ""), defined)
+                defined[name] = expand(var.get("value", ""), defined)
                 continue
             vf = var["valueFrom"] or {}
             if "fieldRef" in vf:
@@ -1223,7 +1156,7 @@ class KubeApiServer:
         return env, defined, None
 
     def _argv(self, spec: dict, env: Mapping[str, str]) -> list[str]:
-        argv = [_expand(str(a), env) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
+        argv = [expand(str(a), env) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
         if argv and _PYTHON.match(os.path.basename(argv[0])):
             argv[0] = self.python
         return argv
@@ -1292,11 +1225,11 @@ class KubeApiServer:
             inst = c.current
             if inst is None or inst.proc is None or inst.terminated is not None:
                 continue
-            if not _exited(inst.proc):
+            if not exited(inst.proc):
                 continue
             # The container's other processes go with its main process; the group id is still reserved here
             # because the main process is not reaped yet.
-            _killpg(inst.proc.pid, signal.SIGKILL)
+            killpg(inst.proc.pid, signal.SIGKILL)
             code = inst.proc.wait()
             exit_code = 128 - code if code < 0 else code
             inst.terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
@@ -1402,33 +1335,6 @@ class KubeApiServer:
             pod.obj["metadata"]["resourceVersion"] = str(next(self._rv))
 
 
-def _expand(text: str, env: Mapping[str, str]) -> str:
-    """The kubelet's $(VAR) expansion: defined variables are replaced, $$ escapes, others stay as written."""
-    def repl(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        return env.get(m.group(1), m.group(0))
-    return _VAR_REF.sub(repl, text)
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the process has exited, without reaping it."""
-    if proc.returncode is not None:
-        return True
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return proc.poll() is not None
-    return info is not None and info.si_pid == proc.pid
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _validate_tfjob(obj: dict) -> list[str]:
     """tfjob_webhook.go validateTFJob (plus: unknown replica types are refused)."""
     errors = []
@@ -1502,47 +1408,14 @@ def _default_tfjob_spec(spec: dict) -> dict:
     return spec
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "kube-api-stand-in"
-    api: KubeApiServer
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        code, content_type, payload = self.api.handle(self.command, self.path, body)
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Audit-Id", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # requests are logged by KubeApiServer.handle
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the Kubernetes API stand-in until SIGTERM or Ctrl-C.")
     parser.add_argument("--workdir", required=True, help="kubeconfig, request log and replica logs go here")
     parser.add_argument("--namespace", default="kubeflow-user", help="the kubeconfig context's namespace")
     parser.add_argument("--python", default=sys.executable, help="interpreter standing in for the image's python")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = KubeApiServer(args.workdir, namespace=args.namespace, python=args.python).start()
-    try:
-        print(server.kubeconfig, flush=True)
-        print(f"# export KUBECONFIG={server.kubeconfig}", file=sys.stderr, flush=True)
-        while not stop.wait(1.0):
-            pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until_signalled(KubeApiServer(args.workdir, namespace=args.namespace, python=args.python),
+                                 "{kubeconfig}", "# export KUBECONFIG={kubeconfig}")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,42 @@ def test_the_beam_steps_compile_for_a_flink_job_server_and_the_embedded_cluster_
     assert refused.returncode == 2 and "--flink_master=[local]" in refused.stderr, refused.stderr
     assert "beam.job_endpoint" in refused.stderr
 
+
+
+def test_a_vertex_pipeline_job_trains_on_vertex_worker_pools(tmp_path):
+    """``--launcher vertex``: the Trainer step creates a Vertex AI CustomJob (components/trainer/vertex_launcher.py);
+    its options in the PipelineJob name the pools' machine, accelerators, image and service account, and GPU
+    replicas make ClipGen store JPEG clips and the training precision resolve to mixed_float16."""
+    out = tmp_path / "vertex.json"
+    account = "trainer@my-proj.iam.gserviceaccount.com"
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(out), "--launcher", "vertex",
+                    "--project", "my-proj", "--region", "europe-west4", "--image", IMAGE, "--workers", "3",
+                    "--beam-runner", "dataflow", "--temp-location", "gs://pipes/tmp",
+                    "--set", "labels=[a, b]", "--set", "vertex.machine_type=n1-standard-16",
+                    "--set", "vertex.accelerator_type=NVIDIA_TESLA_T4", "--set", "vertex.accelerator_count=2",
+                    "--set", f"vertex.service_account={account}"], check=True, capture_output=True, text=True)
+    with open(out) as f:
+        job = json_format.ParseDict(json.load(f), pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=True)
+    assert set(job.pipeline_spec["root"]["dag"]["tasks"]) == EXPECTED_TASKS
+    with open(out) as f:
+        raw = json.load(f)
+    trainer = _parameters(raw["pipelineSpec"], "Trainer")
+    assert trainer["launcher"] == "vertex"
+    options = json.loads(trainer["launcher_options"])
+    assert options == {"project": "my-proj", "region": "europe-west4", "image": IMAGE, "machine_type": "n1-standard-16",
+                       "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 2, "service_account": account,
+                       "timeout_s": 6 * 3600.0, "api_endpoint": None}
+    assert json.loads(trainer["config"])["workers"] == 3
+    assert _parameters(raw["pipelineSpec"], "ClipGen")["frame_format"] == "jpeg"   # auto, GPU replicas
+    from components.trainer.component import resolve_precision_once
+    from components.trainer.launcher import make_launcher
+    from components.trainer.config import TrainingConfig
+    launcher = make_launcher("vertex", options)
+    auto = TrainingConfig.from_json(trainer["config"])
+    assert resolve_precision_once(auto, launcher.replica_devices()).precision == "mixed_float16"   # T4: 7.5
+    # A bad option fails the compile with its name, not the run hours later.
+    bad = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(tmp_path / "bad.json"),
+                          "--launcher", "vertex", "--project", "my-proj", "--region", "europe-west4", "--image", IMAGE,
+                          "--beam-runner", "dataflow", "--temp-location", "gs://pipes/tmp", "--set", "labels=[a, b]",
+                          "--set", "vertex.accelerator_count=2"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "accelerator" in bad.stderr, bad.stderr[-2000:]

@@ -20,11 +20,12 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from components.trainer.config import TrainingConfig, TrainingJob
+from components.trainer.config import TrainingJob
 from components.trainer.kubeflow_launcher import (KubeflowTFJobLauncher, ReplicaPendingError, TFJobTimeoutError,
                                                   backoff_limit, job_state, resolve_namespace, tfjob_name)
 from components.trainer.launcher import WorkerFailedError, make_launcher
 from pipeline.kfp_local.kube_api import KubeApiServer
+from launcher_test_tools import alive, eventually, replica_runs, start_launcher, tiny_job, with_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "kubeflow-user"
@@ -62,15 +63,7 @@ def api(tmp_path):
 
 @pytest.fixture
 def job(tmp_path):
-    config_ = TrainingConfig(labels=("a", "b"), clip_shape=(4, 8, 8, 3), workers=2, epochs=1, steps_per_epoch=1,
-                             warmup_epochs=0.0)
-    return TrainingJob(config=config_, train_uri=str(tmp_path / "train"), eval_uri=str(tmp_path / "eval"),
-                       transform_graph_uri=str(tmp_path / "tg"), serving_model_dir=str(tmp_path / "model"),
-                       run_dir=str(tmp_path / "run"), scratch_dir=str(tmp_path / "local-scratch"))
-
-
-def _with(job, **config_changes):
-    return dataclasses.replace(job, config=dataclasses.replace(job.config, **config_changes))
+    return tiny_job(tmp_path)
 
 
 def _options(api, tmp_path, plan=None, **overrides):
@@ -86,36 +79,9 @@ def _launcher(api, tmp_path, plan=None, **overrides):
     return KubeflowTFJobLauncher(**_options(api, tmp_path, plan, **overrides))
 
 
-def _runs(tmp_path):
-    path = tmp_path / "state" / "runs.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child of this process counts as dead
-        return not os.waitpid(pid, os.WNOHANG)[0]
-    except ChildProcessError:
-        return True
-
-
-def _eventually(check, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _no_tfjobs(api):
     """The launcher deletes its TFJob in the foreground: it is gone once its pods are (a moment later)."""
-    _eventually(lambda: api.tfjobs() == [], timeout=10, what="the TFJob to be gone")
+    eventually(lambda: api.tfjobs() == [], timeout=10, what="the TFJob to be gone")
 
 
 def _apis(api):
@@ -239,7 +205,7 @@ def test_stand_in_mirrors_the_operator_status_tf_config_and_api_errors(api, tmp_
     custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs",
                                            _tfjob("workers", {"Worker": _replica(tmp_path, 2, plan=plan)}))
     # No chief: worker 0 finishing decides success (default successPolicy), worker 1 still runs.
-    obj = _eventually(lambda: (lambda o: job_state(o["status"].get("conditions"))[0] == "Succeeded" and o)(
+    obj = eventually(lambda: (lambda o: job_state(o["status"].get("conditions"))[0] == "Succeeded" and o)(
         custom.get_namespaced_custom_object_status("kubeflow.org", "v1", NS, "tfjobs", "workers")), what="Succeeded")
     conditions = obj["status"]["conditions"]
     assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [
@@ -267,7 +233,7 @@ def test_stand_in_mirrors_the_operator_status_tf_config_and_api_errors(api, tmp_
     # cleanPodPolicy Running: once the job is done, replicas still running are deleted (None above keeps them).
     custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs", _tfjob(
         "cleaned", {"Worker": _replica(tmp_path, 2, plan=plan)}, runPolicy={"cleanPodPolicy": "Running"}))
-    _eventually(lambda: [p.metadata.name for p in core.list_namespaced_pod(
+    eventually(lambda: [p.metadata.name for p in core.list_namespaced_pod(
         NS, label_selector="training.kubeflow.org/job-name=cleaned").items] == ["cleaned-worker-0"],
         what="the running replica cleaned up")
 
@@ -291,7 +257,7 @@ def test_stand_in_mirrors_the_operator_status_tf_config_and_api_errors(api, tmp_
     # A single replica gets no TF_CONFIG (the operator's isDistributed).
     custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs",
                                            _tfjob("one", {"Chief": _replica(tmp_path)}))
-    pod = _eventually(lambda: core.list_namespaced_pod(NS, label_selector="training.kubeflow.org/job-name=one").items)
+    pod = eventually(lambda: core.list_namespaced_pod(NS, label_selector="training.kubeflow.org/job-name=one").items)
     assert not [e for e in pod[0].spec.containers[0].env if e.name == "TF_CONFIG"]
 
 
@@ -306,10 +272,10 @@ def test_delete_kills_every_replica_process_group_after_the_grace_period(api, tm
         "containers": [{"name": "tensorflow", "image": IMAGE, "command": ["python3", "-c", ignore_term],
                         "args": [str(tmp_path)]}]}}}
     custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs", _tfjob("stuck", {"Worker": replica}))
-    pids = _eventually(lambda: len(api.replica_pids()) == 2 and api.replica_pids(), what="2 replicas")
-    children = _eventually(lambda: all((tmp_path / p).exists() for p in pids) and
+    pids = eventually(lambda: len(api.replica_pids()) == 2 and api.replica_pids(), what="2 replicas")
+    children = eventually(lambda: all((tmp_path / p).exists() for p in pids) and
                            [int((tmp_path / p).read_text() or 0) for p in pids], what="children")
-    assert all(_alive(p) for p in [*pids.values(), *children])
+    assert all(alive(p) for p in [*pids.values(), *children])
     deleted = custom.delete_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs", "stuck",
                                                      propagation_policy="Foreground")
     # Foreground: the TFJob stays (being deleted) while its pods terminate; SIGTERM is ignored, SIGKILL after 1 s.
@@ -322,9 +288,9 @@ def test_delete_kills_every_replica_process_group_after_the_grace_period(api, tm
             return False
         except client.ApiException as exc:
             return exc.status == 404
-    _eventually(gone, timeout=10, what="TFJob removed")
+    eventually(gone, timeout=10, what="TFJob removed")
     assert not core.list_namespaced_pod(NS).items
-    _eventually(lambda: not any(_alive(p) for p in [*pids.values(), *children]), timeout=5, what="processes dead")
+    eventually(lambda: not any(alive(p) for p in [*pids.values(), *children]), timeout=5, what="processes dead")
     events = core.list_namespaced_event(NS, field_selector="involvedObject.name=stuck-worker-0,reason=Killing").items
     assert events and events[0].message == "Stopping container tensorflow"
 
@@ -334,14 +300,14 @@ def test_logs_follow_container_restarts_and_tail_lines(api, tmp_path):
     plan = {"worker-0": {"exit": 3, "runs": {"2": {"exit": 0, "sleep": 30}}}}
     custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs", _tfjob(
         "flaky", {"Worker": _replica(tmp_path, 1, policy="OnFailure", plan=plan)}))
-    pod = _eventually(lambda: [p for p in core.list_namespaced_pod(NS).items
+    pod = eventually(lambda: [p for p in core.list_namespaced_pod(NS).items
                                if p.status.container_statuses and p.status.container_statuses[0].restart_count == 1
                                and p.status.container_statuses[0].state.running], what="a restarted replica")[0]
     status = pod.status.container_statuses[0]
     assert pod.status.phase == "Running" and status.last_state.terminated.exit_code == 3
     previous = core.read_namespaced_pod_log("flaky-worker-0", NS, container="tensorflow", previous=True)
     assert previous.splitlines() == ["replica worker-0 run 1 TF_CONFIG=None", "replica worker-0 exiting with 3"]
-    current = _eventually(lambda: core.read_namespaced_pod_log("flaky-worker-0", NS, container="tensorflow"))
+    current = eventually(lambda: core.read_namespaced_pod_log("flaky-worker-0", NS, container="tensorflow"))
     assert current.splitlines() == ["replica worker-0 run 2 TF_CONFIG=None"]
     with pytest.raises(client.ApiException) as info:
         core.read_namespaced_pod_log("flaky-worker-0", NS, container="sidecar")
@@ -358,16 +324,16 @@ def test_cli_serves_until_sigterm_and_leaves_no_process_behind(tmp_path):
         custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "tfjobs", _tfjob(
             "cli", {"Chief": _replica(tmp_path, plan={"chief-0": {"sleep": 120, "child": True}}),
                     "Worker": _replica(tmp_path, plan={"worker-0": {"sleep": 120}})}))
-        _eventually(lambda: len(_runs(tmp_path)) == 2 and (tmp_path / "state" / "chief-0.child").exists(),
+        eventually(lambda: len(replica_runs(tmp_path)) == 2 and (tmp_path / "state" / "chief-0.child").exists(),
                     timeout=20, what="2 replicas")
-        pids = [r["pid"] for r in _runs(tmp_path)] + [int((tmp_path / "state" / "chief-0.child").read_text())]
-        assert all(_alive(p) for p in pids)
+        pids = [r["pid"] for r in replica_runs(tmp_path)] + [int((tmp_path / "state" / "chief-0.child").read_text())]
+        assert all(alive(p) for p in pids)
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=20) == 0
     finally:
         if cli.poll() is None:
             cli.kill()
-    _eventually(lambda: not any(_alive(p) for p in pids), timeout=5, what="replicas gone")
+    eventually(lambda: not any(alive(p) for p in pids), timeout=5, what="replicas gone")
 
 
 # ---- the launcher -------------------------------------------------------------------------------------------
@@ -377,7 +343,7 @@ def test_success_through_the_kubeconfig_saves_logs_and_deletes_the_tfjob(api, tm
     result = _launcher(api, tmp_path, {"worker-0": {"sleep": 0.3}}).launch(job)
     assert signal.getsignal(signal.SIGTERM) is handler  # the launcher's own handler only lived with the TFJob
     assert result.attempts == 1 and result.failures == ()
-    (chief, worker) = sorted(_runs(tmp_path), key=lambda r: r["task"])
+    (chief, worker) = sorted(replica_runs(tmp_path), key=lambda r: r["task"])
     assert chief["task"] == "chief-0" and worker["task"] == "worker-0"
     name = chief["pod"].rsplit("-chief-0", 1)[0]
     assert re.fullmatch(r"bresnet-[0-9a-f]{6}-[0-9a-f]{6}-a0", name)
@@ -403,14 +369,14 @@ def test_failure_names_the_pod_exit_code_and_log_tail_and_cleans_up(api, tmp_pat
     assert error.worker_index == 1 and error.exit_code == 3     # Worker 0 is our worker 1 (chief is 0)
     assert "replica worker-0 exiting with 3" in error.log_tail
     _no_tfjobs(api)
-    _eventually(lambda: not any(_alive(r["pid"]) for r in _runs(tmp_path)), timeout=5, what="replicas dead")
+    eventually(lambda: not any(alive(r["pid"]) for r in replica_runs(tmp_path)), timeout=5, what="replicas dead")
 
 
 def test_never_restarts_the_whole_cluster_as_a_new_tfjob(api, tmp_path, job):
     plan = {"chief-0": {"runs": {"1": {"exit": 1}}}, "worker-0": {"sleep": 0.2}}
-    result = _launcher(api, tmp_path, plan, restart_policy="Never").launch(_with(job, max_restarts=1))
+    result = _launcher(api, tmp_path, plan, restart_policy="Never").launch(with_config(job, max_restarts=1))
     assert result.attempts == 2 and result.failures[0].worker_index == 0 and result.failures[0].exit_code == 1
-    runs = _runs(tmp_path)
+    runs = replica_runs(tmp_path)
     names = {r["pod"].rsplit("-", 2)[0] for r in runs}
     assert len(names) == 2 and all(n.endswith(("-a0", "-a1")) for n in names)
     assert sorted({r["attempt"] for r in runs}) == ["0", "1"]
@@ -420,9 +386,9 @@ def test_never_restarts_the_whole_cluster_as_a_new_tfjob(api, tmp_path, job):
 def test_on_failure_restarts_the_replica_in_place(api, tmp_path, job, caplog):
     caplog.set_level(logging.INFO, logger="components.trainer.kubeflow_launcher")
     plan = {"worker-0": {"runs": {"1": {"exit": 1}}, "sleep": 0.2}, "chief-0": {"sleep": 1.0}}
-    result = _launcher(api, tmp_path, plan).launch(_with(job, max_restarts=1))
+    result = _launcher(api, tmp_path, plan).launch(with_config(job, max_restarts=1))
     assert result.attempts == 1
-    runs = _runs(tmp_path)
+    runs = replica_runs(tmp_path)
     assert [r["task"] for r in runs].count("worker-0") == 2 and len({r["pod"] for r in runs}) == 2  # same pod
     assert "replica bresnet-" in caplog.text and "exited with code 1" in caplog.text
 
@@ -430,7 +396,7 @@ def test_on_failure_restarts_the_replica_in_place(api, tmp_path, job, caplog):
 def test_on_failure_backoff_limit_fails_with_the_first_crash(api, tmp_path, job):
     plan = {"worker-0": {"exit": 5}, "chief-0": {"sleep": 30}}
     with pytest.raises(WorkerFailedError) as info:
-        _launcher(api, tmp_path, plan).launch(_with(job, max_restarts=1))
+        _launcher(api, tmp_path, plan).launch(with_config(job, max_restarts=1))
     assert (info.value.worker_index, info.value.exit_code) == (1, 5)
     assert "replica worker-0 exiting with 5" in info.value.log_tail
     _no_tfjobs(api)
@@ -438,9 +404,9 @@ def test_on_failure_backoff_limit_fails_with_the_first_crash(api, tmp_path, job)
 
 def test_exit_code_policy_retries_signals_and_fails_on_errors(api, tmp_path, job):
     plan = {"worker-0": {"runs": {"1": {"exit": 137}}, "sleep": 0.2}, "chief-0": {"sleep": 1.5}}
-    result = _launcher(api, tmp_path, plan, restart_policy="ExitCode").launch(_with(job, max_restarts=1))
+    result = _launcher(api, tmp_path, plan, restart_policy="ExitCode").launch(with_config(job, max_restarts=1))
     assert result.attempts == 1
-    runs = [r for r in _runs(tmp_path) if r["task"] == "worker-0"]
+    runs = [r for r in replica_runs(tmp_path) if r["task"] == "worker-0"]
     assert len(runs) == 2 and runs[0]["pod"] == runs[1]["pod"]   # a new pod of the same name
     _, core = _apis(api)
     (event,) = core.list_namespaced_event(NS, field_selector="reason=TFJobRestarting").items
@@ -448,8 +414,8 @@ def test_exit_code_policy_retries_signals_and_fails_on_errors(api, tmp_path, job
     (tmp_path / "state" / "runs.jsonl").unlink()
     with pytest.raises(WorkerFailedError) as info:   # 1-127: permanent, no retry
         _launcher(api, tmp_path, {"worker-0": {"exit": 2}, "chief-0": {"sleep": 30}},
-                  restart_policy="ExitCode").launch(_with(job, max_restarts=1))
-    assert info.value.exit_code == 2 and [r["task"] for r in _runs(tmp_path)].count("worker-0") == 1
+                  restart_policy="ExitCode").launch(with_config(job, max_restarts=1))
+    assert info.value.exit_code == 2 and [r["task"] for r in replica_runs(tmp_path)].count("worker-0") == 1
 
 
 @pytest.mark.parametrize("cause", ["unschedulable", "image"])
@@ -466,7 +432,7 @@ def test_pending_replicas_fail_the_step_with_reason_and_events(tmp_path, job, ca
     else:
         assert re.search(r"(ErrImagePull|ImagePullBackOff): .*" + re.escape(IMAGE), message)
         assert f'Failed to pull image "{IMAGE}"' in message
-    assert not _runs(tmp_path)  # nothing ever started
+    assert not replica_runs(tmp_path)  # nothing ever started
 
 
 def test_active_deadline_stops_everything(api, tmp_path, job):
@@ -475,29 +441,15 @@ def test_active_deadline_stops_everything(api, tmp_path, job):
         _launcher(api, tmp_path, {"chief-0": {"sleep": 60}, "worker-0": {"sleep": 60}}, timeout_s=1).launch(job)
     assert time.monotonic() - started < 20
     _no_tfjobs(api)
-    _eventually(lambda: not any(_alive(r["pid"]) for r in _runs(tmp_path)), timeout=5, what="replicas dead")
-
-
-LAUNCH_SCRIPT = """
-import json, logging, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
-logging.basicConfig(level=logging.INFO)
-from components.trainer.config import TrainingJob
-from components.trainer.kubeflow_launcher import KubeflowTFJobLauncher
-job = TrainingJob.from_json(open(sys.argv[1]).read())
-KubeflowTFJobLauncher(**json.loads(sys.argv[2])).launch(job)
-"""
+    eventually(lambda: not any(alive(r["pid"]) for r in replica_runs(tmp_path)), timeout=5, what="replicas dead")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_termination_signal_deletes_the_tfjob_before_the_launcher_exits(api, tmp_path, job, sig):
-    job_path = tmp_path / "job.json"
-    job_path.write_text(job.to_json())
     options = _options(api, tmp_path, {"chief-0": {"sleep": 120}, "worker-0": {"sleep": 120}})
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH_SCRIPT, str(job_path), json.dumps(options)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_launcher("kubeflow", job, options, tmp_path)
     try:
-        _eventually(lambda: len(api.replica_pids()) == 2, timeout=30, what="2 running replicas")
+        eventually(lambda: len(api.replica_pids()) == 2, timeout=30, what="2 running replicas")
         pids = list(api.replica_pids().values())
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
@@ -509,7 +461,7 @@ def test_termination_signal_deletes_the_tfjob_before_the_launcher_exits(api, tmp
     # which Python reports as death by SIGINT).
     assert proc.returncode == -sig, out
     _no_tfjobs(api)
-    _eventually(lambda: not any(_alive(p) for p in pids), timeout=5, what="replicas dead")
+    eventually(lambda: not any(alive(p) for p in pids), timeout=5, what="replicas dead")
 
 
 def test_rbac_role_covers_exactly_the_calls_the_launcher_makes(tmp_path, job):
