@@ -207,6 +207,9 @@ class _FakeLauncher:
     """Records the job; like the chief, writes the warm-start report when there is a source."""
     jobs = []
 
+    def replica_devices(self):
+        return None       # the replicas run on this machine, as the local launcher's
+
     def launch(self, job):
         from components.trainer.launcher import LaunchResult
         from components.trainer.training import write_json
