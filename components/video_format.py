@@ -22,8 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from components.frame_formats import (DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW,  # noqa: F401 (re-exported)
-                                       check_frame_format, check_jpeg_quality)
+from components.frame_formats import DEFAULT_JPEG_QUALITY, JPEG, RAW, check_frame_format, check_jpeg_quality
 
 
 # ---- video records (SequenceExample) ------------------------------------------------------------------

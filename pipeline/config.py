@@ -42,7 +42,7 @@ class ClipConfig:
     num_shards: int = 0
     # How clip frames are stored (components/video_format.py): "raw" (lossless uint8) or "jpeg" (a JPEG per frame
     # at jpeg_quality, ~1/7 of raw's bytes, a cheaper read, a second lossy round). "auto": jpeg when the training
-    # replicas have GPUs (kubeflow.worker_gpu > 0), whose input rate is the limit, else raw, since on CPU workers
+    # replicas have GPUs (RunConfig.replica_gpus > 0), whose input rate is the limit, else raw, since on CPU workers
     # the model takes 93-98% of a worker's time and no format is faster (bench/SCALE.md "Decision").
     frame_format: str = "auto"
     jpeg_quality: int = DEFAULT_JPEG_QUALITY

@@ -12,10 +12,10 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.clipgen import executor
 from components.clipgen.extract import (DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict,
                                         video_keys_to_dict)
+from components.frame_formats import DEFAULT_JPEG_QUALITY, RAW
 from components.rejections import check_max_rejected_fraction
 from components.spans import CLIP_STORE_KEY
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL, check_compression_level
-from components.frame_formats import DEFAULT_JPEG_QUALITY, RAW
 
 
 class ClipGenDeadLetter(types.Artifact):
@@ -43,7 +43,7 @@ class ClipGenSpec(ComponentSpec):
         "max_rejected_fraction": ExecutionParameter(type=float),
         "max_frame_pixels": ExecutionParameter(type=int, optional=True),
         "compression_level": ExecutionParameter(type=int, optional=True),  # ISA-L gzip level of the clip files
-        "frame_format": ExecutionParameter(type=str, optional=True),   # video_format.FRAME_FORMATS; default raw
+        "frame_format": ExecutionParameter(type=str, optional=True),   # frame_formats.FRAME_FORMATS; default raw
         "jpeg_quality": ExecutionParameter(type=int, optional=True),   # of frame_format jpeg
         "num_shards": ExecutionParameter(type=int, optional=True),  # clip files per split; 0: the runner decides
         # Where the spans' clips are recorded for later windows (components/spans.py); "": no window.

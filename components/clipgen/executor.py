@@ -19,10 +19,10 @@ from components import label_maps
 from components.clipgen import transforms
 from components.clipgen.extract import DEFAULT_MAX_FRAME_PIXELS, ClipGenConfig, video_keys_from_dict
 from components.clipgen.window import SpanWindow
+from components.frame_formats import DEFAULT_JPEG_QUALITY, JPEG, RAW
 from components.spans import CLIP_STORE_KEY, examples_file_prefix
 from components.rejections import add_split_counts, check_split_accounting, enforce_max_rejected_fraction
 from components.tfrecord_io import DEFAULT_COMPRESSION_LEVEL
-from components.frame_formats import DEFAULT_JPEG_QUALITY, JPEG, RAW
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ class ClipGenConfig:
     resize_short_side: int | None = None
     video_keys: VideoKeys = DEFAULT_VIDEO_KEYS
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS   # memory bound: larger frames are rejected undecoded
-    frame_format: str = RAW             # how clip frames are stored: video_format.FRAME_FORMATS
+    frame_format: str = RAW             # how clip frames are stored: frame_formats.FRAME_FORMATS
     jpeg_quality: int = DEFAULT_JPEG_QUALITY   # of frame_format "jpeg"
 
     def __post_init__(self):
