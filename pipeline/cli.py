@@ -207,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--image",
                        help="container image of every step and training worker (built from the Dockerfile)")
         p.add_argument("--out", default="pipeline.yaml", help="compiled file: .yaml (KFP v2) or .json (Vertex)")
-        p.add_argument("--launcher", choices=("kubeflow", "vertex"),
-                       help="where the Trainer's replicas run (launcher): kubeflow, a TFJob (kubeflow.*); vertex, a "
-                            "Vertex AI CustomJob (vertex.*: --project, --region, machine and accelerator)")
+        p.add_argument("--launcher", choices=("kubeflow", "k8s-job", "vertex"),  # config.CLUSTER_LAUNCHERS
+                       help="where the Trainer's replicas run (launcher): kubeflow, a TFJob (kubeflow.*); k8s-job, an "
+                            "Indexed Job and a headless Service, no operator (kubeflow.*); vertex, a Vertex AI "
+                            "CustomJob (vertex.*: --project, --region, machine and accelerator)")
         p.add_argument("--namespace", help="namespace of the training TFJob (kubeflow.namespace; default: the "
                                           "Trainer step pod's own namespace)")
         p.add_argument("--worker-cpu", help="CPU request of each training worker (kubeflow.worker_cpu)")

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
 from components.spans import SpanPattern, span_config_json
 from components.trainer.config import TrainingConfig
-from components.trainer.kubeflow_launcher import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
+from components.trainer.kubernetes_pods import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
 from components.trainer.vertex_launcher import DEFAULT_MACHINE_TYPE
-from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
 
 PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
@@ -304,7 +304,7 @@ class KubeflowConfig:
 
 # The Trainer's cluster backends (components/trainer/registry.py), for compile/submit/schedule; run-local always
 # trains in local processes.
-CLUSTER_LAUNCHERS = ("kubeflow", "vertex")
+CLUSTER_LAUNCHERS = ("kubeflow", "k8s-job", "vertex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,7 +353,8 @@ class RunConfig:
     training: dict = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
     gate: GateConfig = GateConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
-    # Where the Trainer's replicas run when compiled for a cluster: "kubeflow" (a TFJob: kubeflow section) or
+    # Where the Trainer's replicas run when compiled for a cluster: "kubeflow" (a TFJob of the Training Operator),
+    # "k8s-job" (an Indexed Job + headless Service, any cluster, no operator; both take the kubeflow section) or
     # "vertex" (a Vertex AI CustomJob: vertex section).
     launcher: str = "kubeflow"
     vertex: VertexConfig = VertexConfig()
@@ -372,6 +373,9 @@ class RunConfig:
             raise ConfigError(f"training: {exc}") from None
         if self.launcher not in CLUSTER_LAUNCHERS:
             raise ConfigError(f"launcher must be one of {CLUSTER_LAUNCHERS}, got {self.launcher!r}")
+        if self.launcher == "k8s-job" and self.kubeflow.restart_policy == "ExitCode":
+            raise ConfigError("kubeflow.restart_policy ExitCode is a TFJob policy: with launcher k8s-job use OnFailure "
+                              "(restart in place) or Never (a new Job per attempt)")
         if not PIPELINE_NAME_RE.fullmatch(self.pipeline_name):
             raise ConfigError(f"pipeline_name must match [a-z0-9][a-z0-9-]{{0,127}} (KFP's rule), got {self.pipeline_name!r}")
         if self.data_layout not in ("pre_split", "split_by_id"):

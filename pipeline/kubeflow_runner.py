@@ -35,11 +35,12 @@ def launcher_options(config: RunConfig) -> dict:
                 "machine_type": vertex.machine_type, "accelerator_type": vertex.accelerator_type,
                 "accelerator_count": vertex.accelerator_count, "service_account": vertex.service_account,
                 "timeout_s": config.kubeflow.timeout_s, "api_endpoint": vertex.api_endpoint or None}
-    return tfjob_options(config.kubeflow)
+    return kubernetes_options(config.kubeflow)
 
 
-def tfjob_options(kubeflow: KubeflowConfig) -> dict:
-    """The ``kubeflow`` (TFJob) launcher's options (components.trainer.kubeflow_launcher) from its config section."""
+def kubernetes_options(kubeflow: KubeflowConfig) -> dict:
+    """The options of the Kubernetes launchers, ``kubeflow`` (TFJob) and ``k8s-job`` (Indexed Job), from the kubeflow
+    section (components.trainer.kubernetes_pods.KubernetesLauncher)."""
     return {"image": kubeflow.image, "namespace": kubeflow.namespace or None,
             "service_account": kubeflow.service_account, "worker_cpu": kubeflow.worker_cpu,
             "worker_memory": kubeflow.worker_memory, "worker_gpu": kubeflow.worker_gpu,

@@ -1,4 +1,4 @@
-"""Launchers by name: ``make_launcher("local" | "kubeflow" | "vertex", options)``.
+"""Launchers by name: ``make_launcher("local" | "kubeflow" | "k8s-job" | "vertex", options)``.
 
 The registry names each backend by import path and imports it only when asked for, so it depends on no
 backend and no backend depends on it (``launcher`` re-exports ``make_launcher``/``launcher_options`` for
@@ -14,6 +14,7 @@ from typing import Any, Mapping
 LAUNCHERS: dict[str, str] = {
     "local": "components.trainer.launcher:LocalProcessLauncher",
     "kubeflow": "components.trainer.kubeflow_launcher:KubeflowTFJobLauncher",
+    "k8s-job": "components.trainer.k8s_job_launcher:IndexedJobLauncher",
     "vertex": "components.trainer.vertex_launcher:VertexCustomJobLauncher",
 }
 

@@ -1,7 +1,9 @@
 """Entry point of one training worker: ``python -m components.trainer.worker --job <job.json>``.
 
 The launcher (local processes, or later a Kubeflow TFJob) provides, through the environment:
-  TF_CONFIG                the cluster and this worker's task (required for more than one worker)
+  TF_CONFIG                the cluster and this worker's task (required for more than one worker); a replica of an
+                           Indexed Job derives it from TRAINER_PEER_PATTERN, TRAINER_REPLICAS and
+                           JOB_COMPLETION_INDEX (cluster.indexed_job_tf_config)
   TRAINER_ATTEMPT          which whole-cluster attempt this is (0 first; recorded in the history)
   TRAINER_PARENT_PID       optional: the launcher's pid; the worker dies with that process (see exit_with_parent)
   TRAINER_FAULT_INJECTION  optional chaos hook for fault-tolerance tests, JSON
@@ -25,7 +27,7 @@ import threading
 import time
 from typing import Sequence
 
-from components.trainer.cluster import cluster_info
+from components.trainer.cluster import cluster_info, derive_tf_config
 from components.trainer.config import TrainingJob
 
 FAULT_ENV = "TRAINER_FAULT_INJECTION"
@@ -132,9 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's Python stack into the worker log: the first thing to
     # look at when a worker seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    derived = derive_tf_config()
     worker_index = cluster_info().worker_index
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format=f"%(asctime)s {LOG_MARKER}{worker_index}] %(levelname)s %(name)s: %(message)s")
+    if derived:
+        logger.info("TF_CONFIG derived from the Indexed Job's completion index: %s", derived)
     if os.environ.get(PARENT_PID_ENV):
         exit_with_parent(int(os.environ[PARENT_PID_ENV]))
     attempt = int(os.environ.get(ATTEMPT_ENV, "0"))

@@ -100,7 +100,6 @@ import argparse
 import collections
 import copy
 import dataclasses
-import datetime
 import itertools
 import json
 import logging
@@ -113,8 +112,13 @@ import sys
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Collection, Mapping
 
+from pipeline.kfp_local.batch_jobs import BatchJobs
+from pipeline.kfp_local.kube_objects import (DEFAULT_GRACE_S, DNS1035, DNS1123_LABEL, DNS1123_SUBDOMAIN, NODE_NAME,
+                                             PYTHON_COMMAND, ApiError, Container, Instance, Pod, matches, not_found,
+                                             parse_bool, parse_field_selector, parse_label_selector, parse_quantity,
+                                             pod_requests, status_body, timestamp)
 from pipeline.kfp_local.loopback import (LoopbackApiServer, exited, expand, free_port, killpg,
                                         serve_until_signalled)
 
@@ -134,210 +138,7 @@ WEBHOOK_NAME = "validator.tfjob.training-operator.kubeflow.org"
 REPLICA_TYPES = ("Chief", "Evaluator", "Master", "PS", "Worker")
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("All", "Running", "None")
-NODE_NAME = "kube-api-stand-in-node"
 MAX_CRASH_LOOP_BACKOFF_S = 300.0
-DEFAULT_GRACE_S = 30.0
-
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-    if details:
-        body["details"] = details
-    return body
-
-
-class ApiError(Exception):
-    """An error the API answers with a ``Status`` object."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
-        super().__init__(message)
-        self.body = _status_body(code, reason, message, details)
-        self.code = code
-
-
-def _not_found(resource: str, name: str, group: str = "") -> ApiError:
-    qualified = f"{resource}.{group}" if group else resource
-    return ApiError(404, "NotFound", f'{qualified} "{name}" not found',
-                    {"name": name, **({"group": group} if group else {}), "kind": resource})
-
-
-# ---- selectors and quantities ------------------------------------------------------------------------
-
-def _parse_label_selector(text: str) -> list[Callable[[Mapping[str, str]], bool]]:
-    """Equality- and set-based label selector terms (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``,
-    ``a``, ``!a``), AND-ed."""
-    terms: list[Callable[[Mapping[str, str]], bool]] = []
-    for raw in re.findall(r"(?:[^,(]|\([^)]*\))+", text or ""):
-        term = raw.strip()
-        if not term:
-            continue
-        m = re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^)]*)\)", term)
-        if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            if op == "in":
-                terms.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                terms.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-            continue
-        m = re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*(\S*)", term)
-        if m:
-            key, op, value = m.groups()
-            if op == "!=":
-                terms.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                terms.append(lambda labels, k=key, v=value: labels.get(k) == v)
-            continue
-        if term.startswith("!"):
-            terms.append(lambda labels, k=term[1:].strip(): k not in labels)
-        elif re.fullmatch(r"[^=!\s]+", term):
-            terms.append(lambda labels, k=term: k in labels)
-        else:
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-    return terms
-
-
-def _parse_field_selector(text: str) -> list[tuple[str, str, str]]:
-    terms = []
-    for term in filter(None, (t.strip() for t in (text or "").split(","))):
-        m = re.fullmatch(r"([^=!]+?)\s*(==|=|!=)\s*(.*)", term)
-        if not m:
-            raise ApiError(400, "BadRequest", f"invalid selector: '{text}'; can't understand '{term}'")
-        terms.append((m.group(1), m.group(2), m.group(3)))
-    return terms
-
-
-def _field(obj: Mapping, path: str) -> str:
-    value: Any = obj
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return "" if value is None else str(value)
-
-
-def _matches(obj: dict, labels: list, fields: list) -> bool:
-    obj_labels = obj.get("metadata", {}).get("labels") or {}
-    if not all(term(obj_labels) for term in labels):
-        return False
-    for path, op, value in fields:
-        equal = _field(obj, path) == value
-        if equal != (op != "!="):
-            return False
-    return True
-
-
-_SUFFIXES = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
-             "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
-
-
-def parse_quantity(text: Any) -> float:
-    """A Kubernetes resource quantity (``500m``, ``4``, ``16Gi``, ``1e3``) as a number."""
-    s = str(text).strip()
-    m = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?", s)
-    if not m:
-        raise ValueError(f"quantities must match the regular expression "
-                         f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$', got {s!r}")
-    return float(m.group(1)) * _SUFFIXES[m.group(2) or ""]
-
-
-def _pod_requests(pod_spec: dict) -> dict[str, float]:
-    total: dict[str, float] = collections.defaultdict(float)
-    for container in pod_spec.get("containers") or []:
-        resources = container.get("resources") or {}
-        # API defaulting: requests default to limits.
-        requests = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
-        for name, value in requests.items():
-            total[name] += parse_quantity(value)
-    return dict(total)
-
-
-def _parse_bool(value: str | None) -> bool:
-    """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
-    return value in ("1", "t", "T", "TRUE", "true", "True")
-
-
-# ---- runtime state -------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Instance:
-    """One run of a container: a process, its log file and how it ended."""
-    container_id: str
-    log_path: str
-    started_at: str
-    proc: subprocess.Popen | None = None
-    terminated: dict | None = None
-
-
-@dataclasses.dataclass
-class _Container:
-    spec: dict
-    restart_count: int = 0
-    instances: list[_Instance] = dataclasses.field(default_factory=list)
-    waiting: dict | None = dataclasses.field(default_factory=lambda: {"reason": "ContainerCreating"})
-    next_start: float = 0.0        # monotonic time of the next (re)start or pull attempt
-    backoff_s: float = 0.0
-    pull_failures: int = 0
-    final: bool = False            # terminated and not going to be restarted
-
-    @property
-    def name(self) -> str:
-        return self.spec["name"]
-
-    @property
-    def current(self) -> _Instance | None:
-        return self.instances[-1] if self.instances else None
-
-    @property
-    def proc(self) -> subprocess.Popen | None:
-        """The current instance's process until the kubelet has reaped it (so its process group id is reserved)."""
-        current = self.current
-        return current.proc if current and current.proc and current.terminated is None else None
-
-    def last_state(self) -> _Instance | None:
-        """The instance ``lastState.terminated`` describes."""
-        ended = [i for i in self.instances if i.terminated is not None]
-        current = self.current
-        if self.waiting is not None or (current is not None and current.terminated is None):
-            return ended[-1] if ended else None
-        return ended[-2] if len(ended) >= 2 else None
-
-
-@dataclasses.dataclass
-class _Pod:
-    obj: dict
-    containers: list[_Container]
-    owner: tuple[str, str] | None               # (namespace, tfjob name)
-    requests: dict[str, float]
-    log_dir: str
-    scheduled: bool = False
-    scheduling_failed_at: float = 0.0
-    delete_requested: float | None = None       # monotonic
-    grace_s: float = DEFAULT_GRACE_S
-    sigkill_sent: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.obj["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.obj["metadata"]["namespace"]
-
-    @property
-    def phase(self) -> str:
-        return self.obj["status"].get("phase", "Pending")
-
-    def alive(self) -> bool:
-        return any(c.proc is not None for c in self.containers)
-
 
 @dataclasses.dataclass
 class _TFJob:
@@ -356,7 +157,7 @@ class _TFJob:
 
 # ---- the server ---------------------------------------------------------------------------------------
 
-class KubeApiServer(LoopbackApiServer):
+class KubeApiServer(BatchJobs, LoopbackApiServer):
     """Kubernetes API + Training Operator + kubelet stand-in; see the module docstring.
 
     ``workdir`` receives the kubeconfig, the request log and the replica logs. ``namespace`` is the kubeconfig
@@ -371,8 +172,9 @@ class KubeApiServer(LoopbackApiServer):
 
     def __init__(self, workdir: str, namespace: str = "kubeflow-user", python: str = sys.executable,
                  env: Mapping[str, str] | None = None, *, node_allocatable: Mapping[str, str] | None = None,
-                 images: Collection[str] | None = None, crash_loop_backoff_s: float = 10.0, tick_s: float = 0.05):
-        if not re.fullmatch(_DNS1123_LABEL, namespace or "") or len(namespace) > 63:
+                 images: Collection[str] | None = None, crash_loop_backoff_s: float = 10.0, tick_s: float = 0.05,
+                 pod_backoff_s: float = 10.0):
+        if not re.fullmatch(DNS1123_LABEL, namespace or "") or len(namespace) > 63:
             raise ValueError(f"namespace must be a DNS-1123 label, got {namespace!r}")
         super().__init__(workdir, tick_s)
         self.namespace = namespace
@@ -386,10 +188,13 @@ class KubeApiServer(LoopbackApiServer):
         self._namespaces = {namespace, "default"}
         self._rv = itertools.count(1)
         self._jobs: dict[tuple[str, str], _TFJob] = {}
-        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._pods: dict[tuple[str, str], Pod] = {}
         self._events: dict[tuple[str, str], dict] = {}
         self._event_keys: dict[tuple, tuple[str, str]] = {}
-        self._all_pods_seen: list[_Pod] = []
+        self._all_pods_seen: list[Pod] = []
+        self.pod_backoff_s = float(pod_backoff_s)
+        self.network = None   # pod_network.PodNetwork, made at the first pod that needs one
+        self._init_batch()
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -400,6 +205,12 @@ class KubeApiServer(LoopbackApiServer):
         logger.info("Kubernetes API stand-in at %s (kubeconfig %s, namespace %s)", self.url, self.kubeconfig,
                     self.namespace)
         return self
+
+    def stop(self) -> None:
+        super().stop()
+        with self._lock:
+            if self.network is not None:
+                self.network.stop()
 
     def live_processes(self) -> list[subprocess.Popen]:
         return [c.proc for pod in self._all_pods_seen for c in pod.containers if c.proc is not None]
@@ -454,7 +265,13 @@ class KubeApiServer(LoopbackApiServer):
         (re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$"), "pods", True, None),
         (re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$"), "pods", True, "log"),
         (re.compile(r"^/api/v1/namespaces/([^/]+)/events$"), "events", False, None),
+        (re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs$"), "jobs", False, None),
+        (re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)$"), "jobs", True, None),
+        (re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)/status$"), "jobs", True, "status"),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/services$"), "services", False, None),
+        (re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/]+)$"), "services", True, None),
     ]
+    _GROUPS = {"tfjobs": GROUP, "jobs": "batch"}
 
     def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, str, bytes]:
         parsed = urllib.parse.urlsplit(raw_path)
@@ -469,7 +286,7 @@ class KubeApiServer(LoopbackApiServer):
         except Exception as exc:  # a bug here must not hang the client
             logger.exception("stand-in failed on %s %s", method, raw_path)
             code, content_type = 500, "application/json"
-            payload = json.dumps(_status_body(500, "InternalError", f"stand-in error: {exc!r}")).encode()
+            payload = json.dumps(status_body(500, "InternalError", f"stand-in error: {exc!r}")).encode()
         record["code"] = code
         self.record(record)
         return code, content_type, payload
@@ -485,9 +302,9 @@ class KubeApiServer(LoopbackApiServer):
                 continue
             namespace = urllib.parse.unquote(m.group(1))
             name = urllib.parse.unquote(m.group(2)) if named else None
-            group = GROUP if resource == "tfjobs" else ""
+            group = self._GROUPS.get(resource, "")
             if method == "GET":
-                verb = "get" if named else ("watch" if _parse_bool(query.get("watch")) else "list")
+                verb = "get" if named else ("watch" if parse_bool(query.get("watch")) else "list")
             else:
                 verb = {"POST": "create", "DELETE": "delete" if named else "deletecollection", "PUT": "update",
                         "PATCH": "patch"}.get(method, method.lower())
@@ -509,7 +326,7 @@ class KubeApiServer(LoopbackApiServer):
     def _list(self, kind: str, items: list[dict]) -> tuple[int, str, bytes]:
         with self._lock:
             rv = str(next(self._rv))
-        api_version = f"{GROUP}/{VERSION}" if kind == "TFJobList" else "v1"
+        api_version = {"TFJobList": f"{GROUP}/{VERSION}", "JobList": "batch/v1"}.get(kind, "v1")
         return self._json({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv},
                            "items": items})
 
@@ -533,12 +350,12 @@ class KubeApiServer(LoopbackApiServer):
         name = meta.get("name") or ""
         with self._lock:
             if namespace not in self._namespaces:
-                raise _not_found("namespaces", namespace)
+                raise not_found("namespaces", namespace)
             if not name:
                 raise ApiError(422, "Invalid", f'{KIND}.{GROUP} "" is invalid: metadata.name: Required value: name '
                                                f"or generateName is required",
                                {"group": GROUP, "kind": KIND})
-            if not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+            if not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
                 raise ApiError(422, "Invalid", f'{KIND}.{GROUP} "{name}" is invalid: metadata.name: Invalid value: '
                                                f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case '
                                                f"alphanumeric characters, '-' or '.', and must start and end with an "
@@ -557,7 +374,7 @@ class KubeApiServer(LoopbackApiServer):
                                {"name": name, "group": GROUP, "kind": PLURAL})
             obj.pop("status", None)  # the status subresource: status is not writable through the main resource
             meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv)),
-                        generation=1, creationTimestamp=_now())
+                        generation=1, creationTimestamp=timestamp())
             spec = _default_tfjob_spec(obj["spec"])
             addresses = {(rtype.lower(), i): free_port()
                          for rtype, rspec in spec["tfReplicaSpecs"].items() for i in range(rspec["replicas"])}
@@ -571,23 +388,25 @@ class KubeApiServer(LoopbackApiServer):
         return self._json(served, 201)
 
     def _list_tfjobs(self, namespace: str, query: dict, body: bytes):
-        labels = _parse_label_selector(query.get("labelSelector", ""))
-        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
         with self._lock:
             items = [copy.deepcopy(j.obj) for (ns, _), j in sorted(self._jobs.items()) if ns == namespace
-                     and _matches(j.obj, labels, fields)]
+                     and matches(j.obj, labels, fields)]
         return self._list("TFJobList", items)
 
     def _get_tfjobs(self, namespace: str, name: str, query: dict, body: bytes):
         with self._lock:
             job = self._jobs.get((namespace, name))
             if job is None:
-                raise _not_found(PLURAL, name, GROUP)
+                raise not_found(PLURAL, name, GROUP)
             return self._json(copy.deepcopy(job.obj))
 
     _get_tfjobs_status = _get_tfjobs
 
-    def _delete_tfjobs(self, namespace: str, name: str, query: dict, body: bytes):
+    @staticmethod
+    def _propagation_policy(query: dict, body: bytes) -> str | None:
+        """DeleteOptions' propagationPolicy (query or body; orphanDependents: Orphan), None when not given."""
         policy = query.get("propagationPolicy")
         if body:
             try:
@@ -598,18 +417,21 @@ class KubeApiServer(LoopbackApiServer):
                 policy = options.get("propagationPolicy") or policy
                 if options.get("orphanDependents") is True and policy is None:
                     policy = "Orphan"
-        policy = policy or "Background"  # the default for custom resources
-        if policy not in ("Foreground", "Background", "Orphan"):
+        if policy not in (None, "Foreground", "Background", "Orphan"):
             raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported '
                                            f'value: "{policy}": supported values: "Foreground", "Background", "Orphan"')
+        return policy
+
+    def _delete_tfjobs(self, namespace: str, name: str, query: dict, body: bytes):
+        policy = self._propagation_policy(query, body) or "Background"  # the default for custom resources
         with self._lock:
             job = self._jobs.get((namespace, name))
             if job is None:
-                raise _not_found(PLURAL, name, GROUP)
+                raise not_found(PLURAL, name, GROUP)
             meta = job.obj["metadata"]
             if job.deleting is None:
                 job.deleting = policy
-                meta["deletionTimestamp"] = _now()
+                meta["deletionTimestamp"] = timestamp()
                 meta["deletionGracePeriodSeconds"] = 0
                 if policy == "Foreground":
                     meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
@@ -632,25 +454,25 @@ class KubeApiServer(LoopbackApiServer):
     # ---- pods, logs, events ------------------------------------------------------------------------------
 
     def _list_pods(self, namespace: str, query: dict, body: bytes):
-        labels = _parse_label_selector(query.get("labelSelector", ""))
-        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
         with self._lock:
             items = [copy.deepcopy(p.obj) for (ns, _), p in sorted(self._pods.items()) if ns == namespace
-                     and _matches(p.obj, labels, fields)]
+                     and matches(p.obj, labels, fields)]
         return self._list("PodList", items)
 
     def _get_pods(self, namespace: str, name: str, query: dict, body: bytes):
         with self._lock:
             pod = self._pods.get((namespace, name))
             if pod is None:
-                raise _not_found("pods", name)
+                raise not_found("pods", name)
             return self._json(copy.deepcopy(pod.obj))
 
     def _get_pods_log(self, namespace: str, name: str, query: dict, body: bytes):
         with self._lock:
             pod = self._pods.get((namespace, name))
             if pod is None:
-                raise _not_found("pods", name)
+                raise not_found("pods", name)
             names = [c.name for c in pod.containers]
             wanted = query.get("container")
             if not wanted:
@@ -661,7 +483,7 @@ class KubeApiServer(LoopbackApiServer):
             container = next((c for c in pod.containers if c.name == wanted), None)
             if container is None:
                 raise ApiError(400, "BadRequest", f"container {wanted} is not valid for pod {name}")
-            instance = self._log_instance(pod, container, _parse_bool(query.get("previous")))
+            instance = self._log_instance(pod, container, parse_bool(query.get("previous")))
             path = instance.log_path
         try:
             with open(path, "rb") as f:
@@ -679,7 +501,7 @@ class KubeApiServer(LoopbackApiServer):
         return 200, "text/plain", data
 
     @staticmethod
-    def _log_instance(pod: _Pod, container: _Container, previous: bool) -> _Instance:
+    def _log_instance(pod: Pod, container: Container, previous: bool) -> Instance:
         """kubelet's validateContainerLogStatus: which container instance a log request reads."""
         last = container.last_state()
         if previous:
@@ -699,18 +521,18 @@ class KubeApiServer(LoopbackApiServer):
                                           f"{detail}")
 
     def _list_events(self, namespace: str, query: dict, body: bytes):
-        labels = _parse_label_selector(query.get("labelSelector", ""))
-        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
         with self._lock:
             items = [copy.deepcopy(e) for (ns, _), e in self._events.items() if ns == namespace
-                     and _matches(e, labels, fields)]
+                     and matches(e, labels, fields)]
         return self._list("EventList", items)
 
     def _record_event(self, involved: dict, kind: str, event_type: str, reason: str, message: str,
                       component: str) -> None:
         meta = involved["metadata"]
         key = (meta["uid"], reason, message)
-        now = _now()
+        now = timestamp()
         existing = self._event_keys.get(key)
         if existing and existing in self._events:
             event = self._events[existing]
@@ -744,9 +566,13 @@ class KubeApiServer(LoopbackApiServer):
                     del self._jobs[job.key]     # foreground deletion done: the finalizer is removed
                 continue
             self._reconcile(job)
+        self._reconcile_batch_jobs()
         for pod in list(self._pods.values()):  # garbage collector: owner gone
-            if pod.owner is not None and pod.owner not in self._jobs and pod.delete_requested is None:
+            owners = self._batch_jobs if pod.owner and pod.owner[0] == "jobs.batch" else self._jobs
+            if pod.owner is not None and pod.owner not in owners and pod.delete_requested is None:
                 self._delete_pod(pod)
+        if self.network is not None:
+            self.network.set_records(self.dns_records())
 
     # -- the operator
 
@@ -758,7 +584,7 @@ class KubeApiServer(LoopbackApiServer):
         current = next((c for c in conditions if c["type"] == ctype), None)
         if current is not None and current["status"] == cstatus and current.get("reason") == reason:
             return
-        now = _now()
+        now = timestamp()
         condition = {"type": ctype, "status": cstatus, "reason": reason, "message": message,
                      "lastUpdateTime": now, "lastTransitionTime": now}
         if current is not None and current["status"] == cstatus:
@@ -795,7 +621,7 @@ class KubeApiServer(LoopbackApiServer):
             ttl = run_policy.get("ttlSecondsAfterFinished")
             if ttl is not None and job.completion_mono is not None and time.monotonic() >= job.completion_mono + ttl:
                 job.deleting = "Background"
-                job.obj["metadata"]["deletionTimestamp"] = _now()
+                job.obj["metadata"]["deletionTimestamp"] = timestamp()
                 for pod in pods:
                     self._delete_pod(pod)
             self._save_status(job, before, status)
@@ -818,7 +644,7 @@ class KubeApiServer(LoopbackApiServer):
             failure = f"Job {name} has failed because it was active longer than specified deadline"
         if failure is not None:
             if status.get("completionTime") is None:
-                status["completionTime"] = _now()
+                status["completionTime"] = timestamp()
                 job.completion_mono = time.monotonic()
             for pod in pods:  # DeletePodsAndServices on a job that is not finished yet: every pod
                 self._delete_pod(pod, event_owner=job)
@@ -835,7 +661,7 @@ class KubeApiServer(LoopbackApiServer):
         self._save_status(job, before, status)
 
     @staticmethod
-    def _past_backoff_limit(replicas: dict, pods: list[_Pod], limit: int) -> bool:
+    def _past_backoff_limit(replicas: dict, pods: list[Pod], limit: int) -> bool:
         restarts = 0
         for rtype, rspec in replicas.items():
             if rspec["restartPolicy"] not in ("OnFailure", "Always", "ExitCode"):
@@ -845,7 +671,7 @@ class KubeApiServer(LoopbackApiServer):
                     restarts += sum(c.restart_count for c in pod.containers)
         return restarts > 0 if limit == 0 else restarts >= limit
 
-    def _clean_up(self, job: _TFJob, pods: list[_Pod], status: dict) -> None:
+    def _clean_up(self, job: _TFJob, pods: list[Pod], status: dict) -> None:
         policy = job.spec["runPolicy"]["cleanPodPolicy"]
         if policy == "None":
             return
@@ -854,12 +680,12 @@ class KubeApiServer(LoopbackApiServer):
                 continue
             self._delete_pod(pod, event_owner=job)
 
-    def _reconcile_pods(self, job: _TFJob, status: dict, pods: list[_Pod], rtype: str, rspec: dict) -> None:
+    def _reconcile_pods(self, job: _TFJob, status: dict, pods: list[Pod], rtype: str, rspec: dict) -> None:
         """pkg/controller.v1/common/pod.go ReconcilePods for one replica type."""
         rt = rtype.lower()
         counts = status["replicaStatuses"].setdefault(rtype, {})
         mine = [p for p in pods if p.obj["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == rt]
-        by_index: dict[int, list[_Pod]] = collections.defaultdict(list)
+        by_index: dict[int, list[Pod]] = collections.defaultdict(list)
         for pod in mine:
             by_index[int(pod.obj["metadata"]["labels"][REPLICA_INDEX_LABEL])].append(pod)
         size = max([rspec["replicas"], *(i + 1 for i in by_index)])
@@ -916,7 +742,7 @@ class KubeApiServer(LoopbackApiServer):
                 if tf is not None and tf.current is not None and (tf.current.terminated or {}).get("exitCode") == 0:
                     worker0_completed = True
         if status.get("startTime") is None:
-            status["startTime"] = _now()
+            status["startTime"] = timestamp()
             job.start_mono = time.monotonic()
         restarting = next((c for c in status.get("conditions") or [] if c["type"] == "Restarting"), None)
         has_chief = "Chief" in replicas or "Master" in replicas
@@ -947,14 +773,14 @@ class KubeApiServer(LoopbackApiServer):
                     msg = f"TFJob {ns}/{name} has failed because {failed} {rtype} replica(s) failed."
                     self._record_event(job.obj, KIND, "Normal", "TFJobFailed", msg, OPERATOR_NAME)
                     if status.get("completionTime") is None:
-                        status["completionTime"] = _now()
+                        status["completionTime"] = timestamp()
                         job.completion_mono = time.monotonic()
                     self._set_condition(status, "Failed", "True", "TFJobFailed", msg)
 
     def _succeed(self, job: _TFJob, status: dict, msg: str) -> None:
         self._record_event(job.obj, KIND, "Normal", "TFJobSucceeded", msg, OPERATOR_NAME)
         if status.get("completionTime") is None:
-            status["completionTime"] = _now()
+            status["completionTime"] = timestamp()
             job.completion_mono = time.monotonic()
         self._set_condition(status, "Succeeded", "True", "TFJobSucceeded", msg)
 
@@ -1022,7 +848,7 @@ class KubeApiServer(LoopbackApiServer):
         pspec.setdefault("dnsPolicy", "ClusterFirst")
         pspec.setdefault("schedulerName", "default-scheduler")
         meta = {"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "resourceVersion": str(next(self._rv)),
-                "creationTimestamp": _now(), "labels": labels,
+                "creationTimestamp": timestamp(), "labels": labels,
                 "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": job_name,
                                      "uid": job.obj["metadata"]["uid"], "controller": True,
                                      "blockOwnerDeletion": True}]}
@@ -1030,22 +856,27 @@ class KubeApiServer(LoopbackApiServer):
             meta["annotations"] = dict(tmeta["annotations"])
         obj = {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": pspec,
                "status": {"phase": "Pending", "qosClass": "BestEffort"}}
-        log_dir = os.path.join(self.workdir, "pods", ns, f"{name}-{meta['uid'][:8]}")
-        pod = _Pod(obj=obj, containers=[_Container(spec=c) for c in pspec.get("containers") or []], owner=job.key,
-                   requests=_pod_requests(pspec), log_dir=log_dir,
-                   grace_s=float(pspec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)))
-        self._pods[(ns, name)] = pod
-        self._all_pods_seen.append(pod)
+        pod = Pod(obj=obj, containers=[Container(spec=c) for c in pspec.get("containers") or []], owner=job.key,
+                  requests=pod_requests(pspec), log_dir=self._pod_log_dir(ns, name, meta["uid"]),
+                  grace_s=float(pspec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)))
+        self._add_pod(pod)
         self._record_event(job.obj, KIND, "Normal", "SuccessfulCreatePod", f"Created pod: {name}", OPERATOR_NAME)
+
+    def _pod_log_dir(self, namespace: str, name: str, uid: str) -> str:
+        return os.path.join(self.workdir, "pods", namespace, f"{name}-{uid[:8]}")
+
+    def _add_pod(self, pod: Pod) -> None:
+        self._pods[(pod.namespace, pod.name)] = pod
+        self._all_pods_seen.append(pod)
         self._pod_status(pod)
 
     # -- the kubelet (and the scheduler)
 
-    def _delete_pod(self, pod: _Pod, event_owner: _TFJob | None = None) -> None:
+    def _delete_pod(self, pod: Pod, event_owner: _TFJob | None = None) -> None:
         if pod.delete_requested is not None:
             return
         pod.delete_requested = time.monotonic()
-        pod.obj["metadata"]["deletionTimestamp"] = _now()
+        pod.obj["metadata"]["deletionTimestamp"] = timestamp()
         pod.obj["metadata"]["deletionGracePeriodSeconds"] = int(pod.grace_s)
         pod.obj["metadata"]["resourceVersion"] = str(next(self._rv))
         if event_owner is not None:
@@ -1057,7 +888,7 @@ class KubeApiServer(LoopbackApiServer):
                 killpg(c.proc.pid, signal.SIGTERM)
         self._kubelet(pod)
 
-    def _kubelet(self, pod: _Pod) -> None:
+    def _kubelet(self, pod: Pod) -> None:
         now = time.monotonic()
         if pod.delete_requested is not None:
             if not pod.sigkill_sent and now - pod.delete_requested >= pod.grace_s:
@@ -1068,10 +899,15 @@ class KubeApiServer(LoopbackApiServer):
             self._reap(pod)
             if not pod.alive():
                 self._pods.pop((pod.namespace, pod.name), None)
+                if pod.ip is not None:
+                    self.network.remove_pod(pod.obj["metadata"]["uid"])
             else:
                 self._pod_status(pod)
             return
         if not pod.scheduled and not self._schedule(pod, now):
+            self._pod_status(pod)
+            return
+        if pod.own_network and pod.ip is None and not self._sandbox(pod, now):
             self._pod_status(pod)
             return
         self._reap(pod)
@@ -1080,7 +916,30 @@ class KubeApiServer(LoopbackApiServer):
                 self._start_container(pod, c, now)
         self._pod_status(pod)
 
-    def _schedule(self, pod: _Pod, now: float) -> bool:
+    def _sandbox(self, pod: Pod, now: float) -> bool:
+        """The pod's network namespace (its sandbox); False (FailedCreatePodSandBox, retried every 10 s) if it
+        cannot be made here."""
+        from pipeline.kfp_local import pod_network
+
+        if now < pod.sandbox_retry_at:
+            return False
+        why = pod_network.available()
+        if why is None:
+            try:
+                if self.network is None:
+                    self.network = pod_network.PodNetwork()
+                _, pod.ip = self.network.add_pod(pod.obj["metadata"]["uid"],
+                                                 pod.obj["spec"].get("hostname") or pod.name, pod.namespace)
+                return True
+            except RuntimeError as exc:
+                why = str(exc)
+        pod.sandbox_retry_at = now + 10.0
+        self._record_event(pod.obj, "Pod", "Warning", "FailedCreatePodSandBox",
+                           f"Failed to create pod sandbox: the kube API stand-in gives pods of Jobs a network "
+                           f"namespace of their own: {why}", "kubelet")
+        return False
+
+    def _schedule(self, pod: Pod, now: float) -> bool:
         if self.node_allocatable is not None:
             used: dict[str, float] = collections.defaultdict(float)
             for other in self._pods.values():
@@ -1094,7 +953,7 @@ class KubeApiServer(LoopbackApiServer):
                 message = ("0/1 nodes are available: " + ", ".join(f"1 Insufficient {k}" for k in short)
                            + ". preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
                 condition = {"type": "PodScheduled", "status": "False", "lastProbeTime": None,
-                             "lastTransitionTime": _now(), "reason": "Unschedulable", "message": message}
+                             "lastTransitionTime": timestamp(), "reason": "Unschedulable", "message": message}
                 old = pod.obj["status"].get("conditions") or []
                 if not old or old[0].get("message") != message:
                     pod.obj["status"]["conditions"] = [condition]
@@ -1104,18 +963,18 @@ class KubeApiServer(LoopbackApiServer):
                 return False
         pod.scheduled = True
         pod.obj["spec"]["nodeName"] = NODE_NAME
-        pod.obj["status"]["startTime"] = _now()
+        pod.obj["status"]["startTime"] = timestamp()
         self._record_event(pod.obj, "Pod", "Normal", "Scheduled",
                            f"Successfully assigned {pod.namespace}/{pod.name} to {NODE_NAME}", "default-scheduler")
         return True
 
-    def _container_env(self, pod: _Pod, spec: dict) -> tuple[dict[str, str], dict[str, str], str | None]:
+    def _container_env(self, pod: Pod, spec: dict) -> tuple[dict[str, str], dict[str, str], str | None]:
         """(the process environment, what $(VAR) in command/args may refer to, the CreateContainerConfigError
         message or None)."""
         env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "KUBECONFIG")}
         env.update(self.env)
         meta = pod.obj["metadata"]
-        kubelet = {"HOSTNAME": pod.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        kubelet = {"HOSTNAME": pod.obj["spec"].get("hostname") or pod.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                    "KUBERNETES_SERVICE_PORT": str(self.port)}
         env.update(kubelet)
         defined: dict[str, str] = dict(kubelet)
@@ -1136,7 +995,8 @@ class KubeApiServer(LoopbackApiServer):
                 values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
                           "metadata.uid": meta["uid"], "spec.nodeName": NODE_NAME,
                           "spec.serviceAccountName": pod.obj["spec"].get("serviceAccountName", "default"),
-                          "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+                          "status.podIP": pod.ip or "127.0.0.1", "status.hostIP": "127.0.0.1",
+                          "status.podIPs": pod.ip or "127.0.0.1",
                           "status.hostIPs": "127.0.0.1"}
                 if m:
                     defined[name] = (meta.get(m.group(1)) or {}).get(m.group(2), "")
@@ -1157,11 +1017,11 @@ class KubeApiServer(LoopbackApiServer):
 
     def _argv(self, spec: dict, env: Mapping[str, str]) -> list[str]:
         argv = [expand(str(a), env) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
-        if argv and _PYTHON.match(os.path.basename(argv[0])):
+        if argv and PYTHON_COMMAND.match(os.path.basename(argv[0])):
             argv[0] = self.python
         return argv
 
-    def _start_container(self, pod: _Pod, c: _Container, now: float) -> None:
+    def _start_container(self, pod: Pod, c: Container, now: float) -> None:
         image = c.spec.get("image", "")
         if self.images is not None and image not in self.images:
             c.pull_failures += 1
@@ -1192,9 +1052,11 @@ class KubeApiServer(LoopbackApiServer):
             self._record_event(pod.obj, "Pod", "Normal", "Pulled",
                                f'Container image "{image}" already present on machine', "kubelet")
         os.makedirs(pod.log_dir, exist_ok=True)
-        instance = _Instance(container_id=f"containerd://{secrets.token_hex(32)}",
-                             log_path=os.path.join(pod.log_dir, f"{c.name}-{len(c.instances)}.log"), started_at=_now())
+        instance = Instance(container_id=f"containerd://{secrets.token_hex(32)}",
+                             log_path=os.path.join(pod.log_dir, f"{c.name}-{len(c.instances)}.log"), started_at=timestamp())
         argv = self._argv(c.spec, defined)
+        if pod.ip is not None and argv:
+            argv = self.network.command(pod.obj["metadata"]["uid"], argv)   # into the pod's network namespace
         workdir = c.spec.get("workingDir")
         cwd = workdir if workdir and os.path.isdir(workdir) else None
         if restarting:
@@ -1211,7 +1073,7 @@ class KubeApiServer(LoopbackApiServer):
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
                        f"exec: {argv[0] if argv else ''!r}: {exc}")
             instance.terminated = {"exitCode": 128, "reason": "StartError", "message": message,
-                                   "startedAt": instance.started_at, "finishedAt": _now(),
+                                   "startedAt": instance.started_at, "finishedAt": timestamp(),
                                    "containerID": instance.container_id}
             self._record_event(pod.obj, "Pod", "Warning", "Failed", f"Error: {message}", "kubelet")
             self._after_exit(pod, c, now)
@@ -1219,7 +1081,7 @@ class KubeApiServer(LoopbackApiServer):
         self._record_event(pod.obj, "Pod", "Normal", "Created", f"Created container {c.name}", "kubelet")
         self._record_event(pod.obj, "Pod", "Normal", "Started", f"Started container {c.name}", "kubelet")
 
-    def _reap(self, pod: _Pod) -> None:
+    def _reap(self, pod: Pod) -> None:
         now = time.monotonic()
         for c in pod.containers:
             inst = c.current
@@ -1233,13 +1095,13 @@ class KubeApiServer(LoopbackApiServer):
             code = inst.proc.wait()
             exit_code = 128 - code if code < 0 else code
             inst.terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                               "startedAt": inst.started_at, "finishedAt": _now(), "containerID": inst.container_id}
+                               "startedAt": inst.started_at, "finishedAt": timestamp(), "containerID": inst.container_id}
             if pod.delete_requested is None:
                 self._after_exit(pod, c, now)
             else:
                 c.final = True
 
-    def _after_exit(self, pod: _Pod, c: _Container, now: float) -> None:
+    def _after_exit(self, pod: Pod, c: Container, now: float) -> None:
         """The kubelet's restart decision (pod restartPolicy) and crash-loop back-off."""
         policy = pod.obj["spec"]["restartPolicy"]
         code = c.current.terminated["exitCode"]
@@ -1261,7 +1123,7 @@ class KubeApiServer(LoopbackApiServer):
         else:
             c.final = True
 
-    def _pod_status(self, pod: _Pod) -> None:
+    def _pod_status(self, pod: Pod) -> None:
         """The API status of a pod (kubelet_pods.go getPhase and the kubelet's conditions)."""
         st = pod.obj["status"]
         before = copy.deepcopy(st)
@@ -1314,7 +1176,7 @@ class KubeApiServer(LoopbackApiServer):
             status = "True" if ok else "False"
             prev = old.get(ctype)
             c = {"type": ctype, "status": status, "lastProbeTime": None,
-                 "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == status else _now()}
+                 "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == status else timestamp()}
             if not ok and reason:
                 c.update(reason=reason, message=message)
             return c
@@ -1322,7 +1184,8 @@ class KubeApiServer(LoopbackApiServer):
         not_ready = [cs["name"] for cs in statuses if not cs["ready"]]
         msg = f"containers with unready status: [{' '.join(not_ready)}]"
         terminal = phase in ("Succeeded", "Failed")
-        st.update(phase=phase, hostIP="127.0.0.1", podIP="127.0.0.1", podIPs=[{"ip": "127.0.0.1"}],
+        ip = pod.ip or "127.0.0.1"
+        st.update(phase=phase, hostIP="127.0.0.1", podIP=ip, podIPs=[{"ip": ip}],
                   containerStatuses=statuses, conditions=[
                       cond("Initialized", True),
                       cond("Ready", ready, "PodCompleted" if terminal else "ContainersNotReady", msg),
@@ -1330,7 +1193,7 @@ class KubeApiServer(LoopbackApiServer):
                       cond("PodScheduled", True)])
         self._bump_if_changed(pod, before)
 
-    def _bump_if_changed(self, pod: _Pod, before: dict) -> None:
+    def _bump_if_changed(self, pod: Pod, before: dict) -> None:
         if pod.obj["status"] != before:
             pod.obj["metadata"]["resourceVersion"] = str(next(self._rv))
 
@@ -1339,7 +1202,7 @@ def _validate_tfjob(obj: dict) -> list[str]:
     """tfjob_webhook.go validateTFJob (plus: unknown replica types are refused)."""
     errors = []
     name = obj["metadata"].get("name", "")
-    if not _DNS1035.match(name) or len(name) > 63:
+    if not DNS1035.match(name) or len(name) > 63:
         detail = ("must be no more than 63 characters" if len(name) > 63 else
                   "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
                   "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "

@@ -91,7 +91,8 @@ class Run:
 
 class ReplicaWatch:
     """Polls the namespace for training replica processes while a run goes on: records each one's stand-in
-    environment (TF_CONFIG, HOSTNAME = pod name, KUBERNETES_SERVICE_HOST) and parent chain; ``action(watch)``,
+    environment (TF_CONFIG, HOSTNAME = pod name or its hostname, KUBERNETES_SERVICE_HOST, an Indexed Job's
+    variables) and parent chain; ``action(watch)``,
     called every poll, can act on them (kill one, cancel the run)."""
 
     def __init__(self, kfp: "KfpGcs", action: Callable[["ReplicaWatch"], None] | None = None, poll_s: float = 0.25):
@@ -127,7 +128,8 @@ class ReplicaWatch:
                             p = ppid(p)
                         self.seen[pid] = {"pid": pid, "seen_at": time.monotonic(), "parents": chain,
                                           **{k: env.get(k) for k in ("TF_CONFIG", "HOSTNAME", "KUBERNETES_SERVICE_HOST",
-                                                                     "KUBERNETES_SERVICE_PORT", "TRAINER_ATTEMPT")}}
+                                                                     "KUBERNETES_SERVICE_PORT", "TRAINER_ATTEMPT",
+                                                                     "TRAINER_PEER_PATTERN", "JOB_COMPLETION_INDEX")}}
                 if self.action is not None:
                     self.action(self)
             except BaseException as exc:  # reported by the test
@@ -250,11 +252,20 @@ class KfpGcs:
                        if name.endswith("/saved_model.pb") and name.count("/") == 3})
 
     def processes(self, *markers: str) -> list[int]:
-        """Pids of the namespace's processes whose command line contains one of ``markers`` (all: none given)."""
+        """Pids of the namespace's processes and their descendants (pods of Jobs run in network namespaces of their
+        own) whose command line contains one of ``markers`` (all: none given)."""
         out = subprocess.run(["ip", "netns", "pids", self.gcs.name], capture_output=True, text=True, timeout=30)
+        inside = {int(word) for word in out.stdout.split()}
+        parents = {int(d): ppid(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+        for pid in sorted(parents):
+            chain, p = [], pid
+            while p and p not in inside and p in parents and len(chain) < 64:
+                chain.append(p)
+                p = parents[p]
+            if p in inside:
+                inside.update(chain)
         pids = []
-        for word in out.stdout.split():
-            pid = int(word)
+        for pid in sorted(inside):
             line = cmdline(pid)
             if alive(pid) and line and (not markers or any(m in line for m in markers)):
                 pids.append(pid)

@@ -218,3 +218,30 @@ def test_a_vertex_pipeline_job_trains_on_vertex_worker_pools(tmp_path):
                           "--beam-runner", "dataflow", "--temp-location", "gs://pipes/tmp", "--set", "labels=[a, b]",
                           "--set", "vertex.accelerator_count=2"], capture_output=True, text=True)
     assert bad.returncode != 0 and "accelerator" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_a_k8s_job_pipeline_trains_as_an_indexed_job_with_the_kubeflow_section(tmp_path):
+    """``--launcher k8s-job``: the Trainer step creates an Indexed Job and a headless Service
+    (components/trainer/k8s_job_launcher.py) from the same kubeflow section as a TFJob; GPUs per replica make ClipGen
+    store JPEG clips. ExitCode, a Training Operator policy, fails the compile."""
+    out = tmp_path / "k8s-job.yaml"
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(out), "--launcher", "k8s-job",
+                    "--image", IMAGE, "--workers", "4", "--beam-runner", "dataflow", "--project", "p", "--region", "r",
+                    "--temp-location", "gs://pipes/tmp", "--set", "labels=[a, b]", "--namespace", "team-a",
+                    "--set", "kubeflow.worker_gpu=1", "--set", "kubeflow.service_account=trainer"],
+                   check=True, capture_output=True, text=True)
+    spec = _yaml(out)
+    trainer = _parameters(spec, "Trainer")
+    assert trainer["launcher"] == "k8s-job"
+    options = json.loads(trainer["launcher_options"])
+    assert (options["image"], options["namespace"], options["worker_gpu"], options["service_account"]) == \
+        (IMAGE, "team-a", 1, "trainer")
+    assert _parameters(spec, "ClipGen")["frame_format"] == "jpeg"
+    from components.trainer.launcher import make_launcher
+    launcher = make_launcher("k8s-job", options)
+    job = launcher.build_job("bresnet-x-a0", "gs://b/job.json", 4, attempt=0, namespace="team-a", max_restarts=1)
+    assert job.spec.completions == 4 and job.spec.template.spec.containers[0].resources.limits == {"nvidia.com/gpu": "1"}
+    bad = subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(tmp_path / "bad.yaml"),
+                          "--launcher", "k8s-job", "--image", IMAGE, "--set", "labels=[a, b]", "--allow-local-beam",
+                          "--set", "kubeflow.restart_policy=ExitCode"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "ExitCode is a TFJob policy" in bad.stderr, bad.stderr[-2000:]

@@ -12,8 +12,10 @@ and Beam all reach fake-gcs-server. The module fixture runs, as a schedule and a
             replicas run: exit 143, nothing of the run left, nothing cached
   run-3     span 2 arrives, with an eighth class: Ingest reads only its files, ClipGen reuses span 1's clips, the
             run's label map grows, the Trainer starts from run-1's pushed model (training.init_from: serving; a
-            new head), a new version is pushed; the Worker replica is SIGKILLed once its training started and
-            restarted in place (restartPolicy OnFailure)
+            new head), a new version is pushed. This run's package is compiled with ``launcher=k8s-job``: the
+            replicas are an Indexed Job's pods, each in a network namespace of its own, deriving TF_CONFIG from the
+            headless Service's DNS names and reaching gs:// through the node; replica 1 is SIGKILLed once its
+            training started and restarted in place (restartPolicy OnFailure)
 
 and the tests assert on what they left. Slow: 7-8 minutes on this 2-core machine (runs of ~200 s, 2 s, 10 s and
 ~220 s; ``-s`` prints them), nearly all of it the two full runs' task start-ups, Beam, training and export.
@@ -145,18 +147,29 @@ class Story:
             self.kfp.kill_run_processes()  # nothing of one step may leak into the next
 
 
+# Replica pods: a TFJob's <job>-chief-0 / <job>-worker-<i>, an Indexed Job's <job>-<index>-<5 random> (hostname
+# <job>-<index>)
+TFJOB_POD = re.compile(r"^.*-(chief|worker)-(\d+)$")
+JOB_POD = re.compile(r"^(.*-a\d+-(\d+))-[a-z0-9]{5}$")
+
+
+def _hostname(pod: str) -> str:
+    job_pod = JOB_POD.match(pod)
+    return job_pod.group(1) if job_pod else pod
+
+
 def _kill_worker_once_training(story: Story, run_id: str):
-    """The watch's action: SIGKILL the Worker replica (not the chief) once its log says training started."""
+    """The watch's action: SIGKILL a replica that is not the chief once its log says training started."""
 
     def action(watch: ReplicaWatch):
         if story.killed is not None:
             return
         pods = story.kfp.replica_log_paths(run_id)
-        pod = next((p for p, inst in pods.items() if re.search(r"-worker-\d+$", p) and 0 in inst
-                    and "training from epoch" in tail(inst[0], 10 ** 8)), None)
+        pod = next((p for p, inst in pods.items() if (re.search(r"-worker-\d+$", p) or re.search(r"-a\d+-1-", p))
+                    and 0 in inst and "training from epoch" in tail(inst[0], 10 ** 8)), None)
         if pod is None:
             return
-        target = next((pid for pid, seen in watch.running().items() if seen["HOSTNAME"] == pod), None)
+        target = next((pid for pid, seen in watch.running().items() if seen["HOSTNAME"] == _hostname(pod)), None)
         if target is None:
             return
         os.kill(target, signal.SIGKILL)
@@ -218,6 +231,7 @@ def _tell(story: Story, tmp: Path) -> None:
                                 stderr=subprocess.STDOUT, text=True)
         try:
             story.package = kfp.compile("pipeline", *SETTINGS)          # meanwhile, in the namespace
+            story.k8s_job_package = kfp.compile("pipeline-k8s-job", *SETTINGS, "launcher=k8s-job")
             out, _ = make.communicate(timeout=300)
         finally:
             if make.poll() is None:
@@ -281,7 +295,7 @@ def _tell(story: Story, tmp: Path) -> None:
         for split, path in story.extra_files.items():
             name = f"{SPAN_2}/label_map.txt" if split == "label_map" else f"{SPAN_2}/{split}/{path.name}"
             gcs.write_object(BUCKET, name, path.read_bytes())
-        run("run-3", story.package, _kill_worker_once_training(story, "run-3"))()
+        run("run-3", story.k8s_job_package, _kill_worker_once_training(story, "run-3"))()
 
     story.step("prepare", prepare)
     story.step("run-1", lambda: run("run-1", story.package)(), "prepare")
@@ -292,10 +306,12 @@ def _tell(story: Story, tmp: Path) -> None:
     story.step("run-3", run3, "run-1")
 
 
-def _replicas(story: Story, run_id: str) -> dict[str, dict[int, str]]:
+def _replicas(story: Story, run_id: str, kind: str = "TFJob") -> dict[str, dict[int, str]]:
     logs = story.kfp.replica_logs(run_id)
-    replicas = sorted(re.sub(r"^.*-(chief|worker)-(\d+)$", r"\1-\2", pod) for pod in logs)
-    assert replicas == ["chief-0", "worker-0"], logs.keys()
+    if kind == "TFJob":
+        assert sorted(TFJOB_POD.sub(r"\1-\2", pod) for pod in logs) == ["chief-0", "worker-0"], logs.keys()
+    else:
+        assert sorted(JOB_POD.sub(r"\2", pod) for pod in logs) == ["0", "1"], logs.keys()
     return logs
 
 
@@ -444,14 +460,15 @@ def test_a_killed_replica_is_restarted_in_place_and_the_run_still_succeeds(story
     run = story.run("run-3")
     assert story.killed is not None, f"no Worker replica was killed in run-3: {run.why()}"
     assert run.returncode == 0, run.why()
-    logs = _replicas(story, "run-3")
+    logs = _replicas(story, "run-3", kind="Job")
     worker = logs[story.killed["pod"]]
     # OnFailure: the kubelet started the same pod's container again (instance 1: restartCount 1), same TF_CONFIG
     assert sorted(worker) == [0, 1], {p: sorted(i) for p, i in logs.items()}
     assert "training from epoch" in worker[0] and "training from epoch" in worker[1], tail(worker[1])
     assert "worker 1 finished" in worker[1]
-    restarted = [s for s in story.watches["run-3"].seen.values() if s["HOSTNAME"] == story.killed["pod"]]
-    assert len(restarted) == 2 and restarted[0]["TF_CONFIG"] == restarted[1]["TF_CONFIG"]
+    restarted = [s for s in story.watches["run-3"].seen.values() if s["HOSTNAME"] == _hostname(story.killed["pod"])]
+    assert len(restarted) == 2 and all(s["JOB_COMPLETION_INDEX"] == "1" for s in restarted)
+    assert restarted[0]["TRAINER_PEER_PATTERN"] == restarted[1]["TRAINER_PEER_PATTERN"]   # the same DNS names
     # ...and the training finished every epoch after it (the history the Trainer published)
     model_run = _object_name(run.info["tasks"]["Trainer"]["outputs"]["artifacts"]["model_run"]["uri"])
     history = json.loads(story.kfp.gcs.read_object(BUCKET, f"{model_run}/training_history.json"))
@@ -459,10 +476,32 @@ def test_a_killed_replica_is_restarted_in_place_and_the_run_still_succeeds(story
     trainer_log = story.kfp.task_log(run, "Trainer")
     assert re.search(rf"replica {re.escape(story.killed['pod'])} exited with code 137 \(restart count \d\)",
                      trainer_log), tail(trainer_log)
-    # one TFJob carried the restart: no second attempt
+    # one Job carried the restart: no second attempt
     requests = story.kfp.api_requests("run-3")
-    assert [r["verb"] for r in requests if r["resource"] == "tfjobs" and r["verb"] in ("create", "delete")] == \
+    assert [r["verb"] for r in requests if r["resource"] == "jobs" and r["verb"] in ("create", "delete")] == \
         ["create", "delete"]
+
+
+def test_the_k8s_job_launcher_trained_over_the_services_dns_names_reading_gcs_through_the_node(story):
+    run = story.run("run-3")
+    assert run.returncode == 0, run.why()
+    logs = _replicas(story, "run-3", kind="Job")
+    seen = list(story.watches["run-3"].seen.values())
+    patterns = {s["TRAINER_PEER_PATTERN"] for s in seen}
+    assert len(patterns) == 1 and "TF_CONFIG" not in {k for s in seen for k, v in s.items() if v}   # none injected
+    (pattern,) = patterns
+    assert re.fullmatch(r"bresnet-[0-9a-f]{6}-[0-9a-f]{6}-a0-\{index\}\.bresnet-[0-9a-f]{6}-[0-9a-f]{6}-a0"
+                        r"\.kubeflow-user\.svc:2222", pattern), pattern
+    for pod, instances in logs.items():
+        derived = "TF_CONFIG derived from the Indexed Job's completion index"
+        assert derived in instances[0] and pattern.replace("{index}", "0") in instances[0], tail(instances[0])
+    chief = next(inst[0] for pod, inst in logs.items() if JOB_POD.sub(r"\2", pod) == "0")
+    assert "worker 0 of 2 (chief)" in chief and "2 replicas in sync" in chief
+    requests = story.kfp.api_requests("run-3")
+    assert [(r["resource"], r["verb"], r["code"]) for r in requests if r["verb"] in ("create", "delete")] == [
+        ("services", "create", 201), ("jobs", "create", 201), ("jobs", "delete", 200), ("services", "delete", 200)]
+    trainer_log = story.kfp.task_log(run, "Trainer")
+    assert "created Job kubeflow-user/" in trainer_log and "restartPolicy OnFailure" in trainer_log
 
 
 # ---- 5. cancelling -------------------------------------------------------------------------------------------

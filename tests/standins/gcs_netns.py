@@ -383,7 +383,9 @@ def _serve_tls_front(listen_port: int, upstream_port: int, cert: str, key: str) 
         await responses
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", listen_port, ssl=ctx, limit=1 << 20)
+        # Every address of the namespace (only its own loopback, unless the Kubernetes stand-in's pod network
+        # bridges pods in: they reach storage.googleapis.com at the node's address, see pod_network.py).
+        server = await asyncio.start_server(handle, "0.0.0.0", listen_port, ssl=ctx, limit=1 << 20)
         async with server:
             await server.serve_forever()
 

@@ -20,9 +20,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from components.trainer.config import TrainingJob
-from components.trainer.kubeflow_launcher import (KubeflowTFJobLauncher, ReplicaPendingError, TFJobTimeoutError,
-                                                  backoff_limit, job_state, resolve_namespace, tfjob_name)
+from components.trainer.kubeflow_launcher import KubeflowTFJobLauncher, TFJobTimeoutError, job_state, tfjob_name
+from components.trainer.kubernetes_pods import ReplicaPendingError, backoff_limit, resolve_namespace
 from components.trainer.launcher import WorkerFailedError, make_launcher
 from pipeline.kfp_local.kube_api import KubeApiServer
 from launcher_test_tools import alive, eventually, replica_runs, start_launcher, tiny_job, with_config
@@ -470,8 +469,8 @@ def test_rbac_role_covers_exactly_the_calls_the_launcher_makes(tmp_path, job):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("ServiceAccount", "bresnet-pipeline-runner"), ("ServiceAccount", "bresnet-serving"),
             ("Role", "bresnet-trainer"), ("RoleBinding", "bresnet-trainer")} <= kinds
-    (role,) = [d for d in docs if d["kind"] == "Role"]
-    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "bresnet-trainer"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "bresnet-trainer"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bresnet-pipeline-runner"}]
     with open(ROOT / "deploy" / "tf-serving.yaml") as f:
