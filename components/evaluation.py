@@ -20,17 +20,18 @@ from tfx.types import standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import label_maps, video_metrics
+from components.metric_names import LEVELS, STATISTICS, gate_metric_name, metric_name
 from components.pusher import BASELINE_FOUND
 from components.transform_module import LABEL
 
 log = logging.getLogger(__name__)
 
 GATE_FILE = "gate.json"
-
-
 def make_eval_config(num_classes: int | None, min_accuracy: float, max_accuracy_drop: float,
-                     top_k: int = 3) -> tfma.EvalConfig:
-    """Multi-class metrics plus the gate: accuracy >= min_accuracy and >= baseline - max_accuracy_drop.
+                     top_k: int = 5, gate_metric: str = "accuracy") -> tfma.EvalConfig:
+    """The classification metrics at clip and video level (accuracy, top-k accuracy, mean per-class accuracy),
+    loss, counts, the confusion matrix and per-class precision/recall, plus the gate on ``gate_metric``:
+    >= min_accuracy, and >= the baseline's - max_accuracy_drop.
 
     ``num_classes`` None: the run's label map is read from the data when the run starts; the executor then fits
     the per-class metrics and top-k to the trained model's labels (``fit_to_classes``)."""
@@ -39,17 +40,32 @@ def make_eval_config(num_classes: int | None, min_accuracy: float, max_accuracy_
     if max_accuracy_drop < 0:
         raise ValueError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop!r}")
     top_k = max(1, top_k if num_classes is None else min(top_k, num_classes))
+    gated = gate_metric_name(gate_metric, top_k)
     gate = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_accuracy_drop - 1e-9}))
-    metrics = [
-        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=gate),
-        tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config=json.dumps({"k": top_k, "name": f"top_{top_k}_accuracy"})),
+
+    def classification(statistic, level):
+        name = metric_name(statistic, level, top_k)
+        if name == "sparse_categorical_accuracy":
+            config = tfma.MetricConfig(class_name="SparseCategoricalAccuracy")
+        elif level == "clip" and statistic == "top_k_accuracy":
+            config = tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy",
+                                       config=json.dumps({"k": top_k, "name": name}))
+        else:
+            config = tfma.MetricConfig(class_name="ClassificationMetric", module=video_metrics.__name__,
+                                       config=json.dumps({"name": name, "statistic": statistic, "level": level,
+                                                          "k": top_k}))
+        if name == gated:
+            config.threshold.CopyFrom(gate)
+        return config
+
+    metrics = [classification(statistic, level) for level in LEVELS for statistic in STATISTICS]
+    metrics += [
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"from_logits": False})),
         tfma.MetricConfig(class_name="ExampleCount"),
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
-        tfma.MetricConfig(class_name="VideoAccuracy", module=video_metrics.__name__),
     ]
     per_class = tfma.MetricsSpec(
         metrics=[tfma.MetricConfig(class_name="Precision"), tfma.MetricConfig(class_name="Recall")],
@@ -72,7 +88,7 @@ def fit_to_classes(eval_config: tfma.EvalConfig, num_classes: int) -> tfma.EvalC
             del spec.binarize.class_ids.values[:]
             spec.binarize.class_ids.values.extend(range(num_classes))
         for metric in spec.metrics:
-            if metric.class_name == "SparseTopKCategoricalAccuracy":
+            if metric.class_name in ("SparseTopKCategoricalAccuracy", "ClassificationMetric"):
                 options = json.loads(metric.config or "{}")
                 options["k"] = max(1, min(int(options.get("k", 1)), num_classes))
                 metric.config = json.dumps(options)

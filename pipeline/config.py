@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
+from components.metric_names import GATE_METRICS
 from components.spans import SpanPattern, span_config_json
 from components.trainer.config import TrainingConfig
 from components.trainer.kubernetes_pods import DEFAULT_PENDING_TIMEOUT_S, DEFAULT_TIMEOUT_S, RESTART_POLICIES
@@ -211,12 +212,20 @@ class BeamConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
-    """When the Evaluator blesses a model (and so when it is pushed)."""
-    min_accuracy: float = 0.5          # clip accuracy on the eval split
-    max_accuracy_drop: float = 0.02    # allowed drop vs the model in serving
-    top_k: int = 3
+    """When the Evaluator blesses a model (and so when it is pushed): ``metric`` on the eval split is at least
+    ``min_accuracy`` and at most ``max_accuracy_drop`` below the model in serving's."""
+    min_accuracy: float = 0.5          # the least value of `metric`
+    max_accuracy_drop: float = 0.02    # allowed drop of `metric` vs the model in serving
+    top_k: int = 5                     # k of the top-k accuracies (clipped to the class count)
+    # accuracy | top_k_accuracy | mean_class_accuracy (clip level), or video_ + one of those (clip probabilities
+    # averaged per video). Every one of them is reported either way.
+    metric: str = "accuracy"
 
     def __post_init__(self):
+        if self.metric not in GATE_METRICS:
+            raise ConfigError(f"gate.metric must be one of {GATE_METRICS}, got {self.metric!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError(f"gate.top_k must be an integer >= 1, got {self.top_k!r}")
         if not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"gate.min_accuracy must be in [0, 1], got {self.min_accuracy!r}")
         if self.max_accuracy_drop < 0:

@@ -63,7 +63,7 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
         baseline_model=baseline.outputs["baseline"],
         example_splits=["eval"],
         eval_config=make_eval_config(len(config.labels) or None, config.gate.min_accuracy,
-                                     config.gate.max_accuracy_drop, config.gate.top_k))
+                                     config.gate.max_accuracy_drop, config.gate.top_k, config.gate.metric))
     pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                            serving_base_dir=config.serving_dir, model_name=config.model_name)
     # Stable ids (the TFX default is the class name): they name folders under pipeline_root and KFP tasks.

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -26,13 +27,13 @@ from components.clipgen.executor import CLIP_STATS_FILENAME
 from components.evaluation import GATE_FILE
 from components.ingest import DEAD_LETTER_KEY as INGEST_DEAD_LETTER_KEY
 from components.ingest import INGEST_STATS_FILENAME, STATS_KEY as INGEST_STATS_KEY
+from components.metric_names import LEVELS, STATISTICS, metric_name
 from components.trainer.history import HISTORY_FILENAME
 from pipeline.config import ConfigError, RunConfig
 from pipeline.local_runner import execution_seconds, is_candidate, newest_run_executions, summarize
 
 METADATA_FILE = "metadata.sqlite"
-HEADLINE_METRICS = ("sparse_categorical_accuracy", "video_accuracy", "top_3_accuracy",
-                    "sparse_categorical_crossentropy", "example_count")
+OTHER_METRICS = ("sparse_categorical_crossentropy", "example_count")
 PNG_FILES = ("training_curves.png", "confusion_matrix.png")
 
 
@@ -233,10 +234,11 @@ def _thresholds(eval_config_json: str) -> list[dict]:
                       for sign, bound in (("≥", "lower_bound"), ("≤", "upper_bound")) if v.HasField(bound)]
             changes = [f"{kind} change vs baseline ≥ {getattr(c, kind).value:.4g}"
                        for kind in ("absolute", "relative") if c.HasField(kind)]
+            name = json.loads(metric.config or "{}").get("name") or metric.class_name
             if bounds:
-                rules.append({"metric": metric.class_name, "kind": "value", "rule": " and ".join(bounds)})
+                rules.append({"metric": name, "kind": "value", "rule": " and ".join(bounds)})
             if changes:
-                rules.append({"metric": metric.class_name, "kind": "change",
+                rules.append({"metric": name, "kind": "change",
                               "rule": "; ".join(changes) + f" ({tfma.MetricDirection.Name(c.direction)})"})
     return rules
 
@@ -350,9 +352,16 @@ def _training_html(t, folder) -> str:
 
 def _evaluation_html(e, labels, folder) -> str:
     m = e["metrics"]
-    parts = [_table(["metric", "value"], [[k, m.get(k, "not reported")] for k in HEADLINE_METRICS],
-                    attrs={(i, 1): f" data-metric='{k}'" for i, k in enumerate(HEADLINE_METRICS)}),
-             "<p>Clip level: each clip on its own; video level: clip probabilities averaged per video.</p>"]
+    k = next((int(found.group(1)) for name in m if (found := re.fullmatch(r"top_(\d+)_accuracy", name))), 5)
+    names = [[metric_name(statistic, level, k) for level in LEVELS] for statistic in STATISTICS]
+    rows = [[statistic.replace("top_k", f"top-{k}").replace("_", " "), *(m.get(n, "not reported") for n in row)]
+            for statistic, row in zip(STATISTICS, names)]
+    parts = [_table(["", "clip level", "video level"], rows,
+                    attrs={(i, j + 1): f" data-metric='{n}'" for i, row in enumerate(names) for j, n in enumerate(row)}),
+             "<p>Clip level: each clip on its own; video level: clip probabilities averaged per video. Mean class "
+             "accuracy: each class's share of right answers, averaged over the classes.</p>",
+             _table(["metric", "value"], [[n, m.get(n, "not reported")] for n in OTHER_METRICS],
+                    attrs={(i, 1): f" data-metric='{n}'" for i, n in enumerate(OTHER_METRICS)})]
     if e["confusion"] is None:
         return "".join(parts) + "<p class='na'>confusion matrix not available: no plot in this evaluation</p>"
     counts = np.array(e["confusion"])

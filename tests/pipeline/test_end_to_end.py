@@ -32,7 +32,11 @@ def test_first_run_is_blessed_and_pushed_as_a_tf_serving_version(runs):
     for component in ("Ingest", "ClipGen", "Transform", "Trainer", "Evaluator", "Pusher"):
         assert component in first.component_seconds
     assert first.metrics["sparse_categorical_accuracy"] >= 0.3
-    assert "video_accuracy" in first.metrics and "top_3_accuracy" in first.metrics
+    for name in ("video_accuracy", "top_5_accuracy", "mean_class_accuracy", "video_top_5_accuracy",
+                 "video_mean_class_accuracy"):
+        assert 0.0 <= first.metrics[name] <= 1.0, name
+    assert first.metrics["top_5_accuracy"] >= first.metrics["sparse_categorical_accuracy"]
+    assert first.metrics["video_top_5_accuracy"] >= first.metrics["video_accuracy"]
 
 
 def test_both_workers_trained(runs):
@@ -77,8 +81,9 @@ def test_worse_model_is_not_pushed_and_the_run_says_why(runs):
     assert second.blessed is False
     assert second.pushed_path is None
     assert sorted(os.listdir(root / "serving" / "bresnet")) == [first.pushed_version]
-    assert any("change vs baseline" in f["metric"] and "sparse_categorical_accuracy" in f["metric"]
+    assert any("change vs baseline" in f["metric"] and "video_mean_class_accuracy" in f["metric"]
                for f in second.gate_failures), second.gate_failures
+    assert all("video_mean_class_accuracy" in f["metric"] for f in second.gate_failures)   # the gated metric only
     # The summary reports the candidate's metrics, not the baseline's or the differences TFMA adds.
     assert second.metrics["sparse_categorical_accuracy"] < first.metrics["sparse_categorical_accuracy"]
     # Only the Trainer and what follows re-ran: ingest, ClipGen and Transform came from the cache.

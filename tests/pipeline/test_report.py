@@ -72,7 +72,8 @@ def test_report_files_are_written_with_real_pngs(first_report):
 
 def test_numbers_match_the_run_summary(first_report):
     _, first, page = first_report
-    for name in ("sparse_categorical_accuracy", "video_accuracy", "top_3_accuracy"):
+    for name in ("sparse_categorical_accuracy", "video_accuracy", "top_5_accuracy", "mean_class_accuracy",
+                 "video_top_5_accuracy", "video_mean_class_accuracy"):
         shown = re.search(rf"data-metric='{name}'>([^<]+)<", page).group(1)
         assert float(shown) == pytest.approx(first.metrics[name], abs=6e-5), name
     assert "data-blessed='true'" in page and first.blessed is True
@@ -152,7 +153,7 @@ def test_final_state_report_via_cli_default_path_shows_the_failed_gate(runs):
     assert result.stdout.strip().splitlines()[-1] == out
     page = open(out).read()
     assert "data-blessed='false'" in page and "NOT BLESSED" in page and second.blessed is False
-    assert "sparse_categorical_accuracy (change vs baseline)" in section(page, "Blessing")
+    assert "video_mean_class_accuracy (change vs baseline)" in section(page, "Blessing")   # the gated metric
     assert "data-pushed='false'" in page and second.pushed_path is None
     assert float(re.search(r"data-metric='sparse_categorical_accuracy'>([^<]+)<", page).group(1)) == \
         pytest.approx(second.metrics["sparse_categorical_accuracy"], abs=6e-5)
