@@ -98,14 +98,20 @@ def _pod_index(pod: Pod) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _read_body(body: bytes, kind: str, api_version: str) -> dict:
+def _read_body(body: bytes, kind: str, api_version: str, namespace: str) -> tuple[dict, dict, str, dict]:
+    """A created object's (object, metadata, name, spec), refused as the API server does when it is no ``kind`` or
+    names another namespace than the request's."""
     try:
         obj = json.loads(body or b"{}")
     except ValueError as exc:
         raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {exc}") from None
     if not isinstance(obj, dict) or obj.get("kind", kind) != kind or obj.get("apiVersion", api_version) != api_version:
         raise ApiError(400, "BadRequest", f"the body must be a {api_version} {kind}")
-    return obj
+    meta = obj.setdefault("metadata", {})
+    if meta.get("namespace") not in (None, "", namespace):
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                                          "sent on the request")
+    return obj, meta, meta.get("name") or "", obj.setdefault("spec", {})
 
 
 class BatchJobs:
@@ -130,13 +136,7 @@ class BatchJobs:
     # ---- Jobs --------------------------------------------------------------------------------------------
 
     def _create_jobs(self, namespace: str, query: dict, body: bytes):
-        obj = _read_body(body, "Job", "batch/v1")
-        meta = obj.setdefault("metadata", {})
-        if meta.get("namespace") not in (None, "", namespace):
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
-                                              "sent on the request")
-        name = meta.get("name") or ""
-        spec = obj.setdefault("spec", {})
+        obj, meta, name, spec = _read_body(body, "Job", "batch/v1", namespace)
         errors = []
         if not name:
             errors.append("metadata.name: Required value: name or generateName is required")
@@ -217,37 +217,12 @@ class BatchJobs:
             job = self._batch_jobs.get(("jobs.batch", namespace, name))
             if job is None:
                 raise not_found("jobs", name, BATCH)
-            meta = job.obj["metadata"]
-            if job.deleting is None:
-                job.deleting = policy
-                meta["deletionTimestamp"] = timestamp()
-                meta["deletionGracePeriodSeconds"] = 0
-                if policy == "Foreground":
-                    meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
-                meta["resourceVersion"] = str(next(self._rv))
-            owned = [p for p in self._pods.values() if p.owner == job.key]
-            for pod in owned:
-                if policy == "Orphan":
-                    pod.owner = None
-                    pod.obj["metadata"].pop("ownerReferences", None)
-                else:
-                    self._delete_pod(pod)
-            if policy != "Foreground" or not any(p.owner == job.key for p in self._pods.values()):
-                del self._batch_jobs[job.key]
-                return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                   "details": {"name": name, "group": BATCH, "kind": "jobs", "uid": meta["uid"]}})
-            return self._json(copy.deepcopy(job.obj))
+            return self._delete_owner(job, self._batch_jobs, policy, BATCH, "jobs")
 
     # ---- Services ----------------------------------------------------------------------------------------
 
     def _create_services(self, namespace: str, query: dict, body: bytes):
-        obj = _read_body(body, "Service", "v1")
-        meta = obj.setdefault("metadata", {})
-        if meta.get("namespace") not in (None, "", namespace):
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
-                                              "sent on the request")
-        name = meta.get("name") or ""
-        spec = obj.setdefault("spec", {})
+        obj, meta, name, spec = _read_body(body, "Service", "v1", namespace)
         errors = []
         if not DNS1035.match(name) or len(name) > 63:
             errors.append(f'metadata.name: Invalid value: "{name}": a DNS-1035 label must consist of lower case '

@@ -428,28 +428,31 @@ class KubeApiServer(BatchJobs, LoopbackApiServer):
             job = self._jobs.get((namespace, name))
             if job is None:
                 raise not_found(PLURAL, name, GROUP)
-            meta = job.obj["metadata"]
-            if job.deleting is None:
-                job.deleting = policy
-                meta["deletionTimestamp"] = timestamp()
-                meta["deletionGracePeriodSeconds"] = 0
-                if policy == "Foreground":
-                    meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
-                meta["resourceVersion"] = str(next(self._rv))
-            owned = [p for p in self._pods.values() if p.owner == job.key]
+            return self._delete_owner(job, self._jobs, policy, GROUP, PLURAL)
+
+    def _delete_owner(self, job, owners: dict, policy: str, group: str, plural: str):
+        """DELETE of a TFJob or Job with its pods, as the garbage collector treats dependents: Orphan keeps them
+        (ownerReferences removed), Background deletes them after the owner, Foreground before it (the owner stays
+        with a deletionTimestamp and the foregroundDeletion finalizer until they are gone)."""
+        meta = job.obj["metadata"]
+        if job.deleting is None:
+            job.deleting = policy
+            meta["deletionTimestamp"] = timestamp()
+            meta["deletionGracePeriodSeconds"] = 0
+            if policy == "Foreground":
+                meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
+            meta["resourceVersion"] = str(next(self._rv))
+        for pod in [p for p in self._pods.values() if p.owner == job.key]:
             if policy == "Orphan":
-                for pod in owned:
-                    pod.owner = None
-                    pod.obj["metadata"].pop("ownerReferences", None)
+                pod.owner = None
+                pod.obj["metadata"].pop("ownerReferences", None)
             else:
-                for pod in owned:
-                    self._delete_pod(pod)
-            if policy != "Foreground" or not any(p.owner == job.key for p in self._pods.values()):
-                uid = meta["uid"]
-                del self._jobs[job.key]
-                return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                   "details": {"name": name, "group": GROUP, "kind": PLURAL, "uid": uid}})
-            return self._json(copy.deepcopy(job.obj))
+                self._delete_pod(pod)
+        if policy != "Foreground" or not any(p.owner == job.key for p in self._pods.values()):
+            del owners[job.key]
+            return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                               "details": {"name": meta["name"], "group": group, "kind": plural, "uid": meta["uid"]}})
+        return self._json(copy.deepcopy(job.obj))
 
     # ---- pods, logs, events ------------------------------------------------------------------------------
 

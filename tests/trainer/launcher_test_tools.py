@@ -1,5 +1,6 @@
-"""What the cluster launcher tests share (test_kubeflow_launcher.py, test_vertex_launcher.py): a tiny training job,
-the records their scripted replicas append to $STATE_DIR/runs.jsonl, and process and polling checks."""
+"""What the cluster launcher tests share (test_kubeflow_launcher.py, test_k8s_job_launcher.py,
+test_vertex_launcher.py): a tiny training job, the options of a scripted replica, the records those replicas append
+to $STATE_DIR/runs.jsonl, and process and polling checks."""
 import dataclasses
 import json
 import os
@@ -17,6 +18,18 @@ def tiny_job(tmp_path) -> TrainingJob:
     return TrainingJob(config=config, train_uri=str(tmp_path / "train"), eval_uri=str(tmp_path / "eval"),
                        transform_graph_uri=str(tmp_path / "tg"), serving_model_dir=str(tmp_path / "model"),
                        run_dir=str(tmp_path / "run"), scratch_dir=str(tmp_path / "local-scratch"))
+
+
+def scripted_options(kubeconfig: str, tmp_path, command: list[str], image: str, plan: dict | None = None,
+                     **overrides) -> dict:
+    """Options of a Kubernetes launcher whose replicas run ``command`` (a scripted replica): fast polling, and the
+    replica's PLAN and STATE_DIR (where it appends its runs: ``replica_runs``) in its env."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    options = {"image": image, "kubeconfig": kubeconfig, "poll_s": 0.1, "finish_grace_s": 10.0, "command": command,
+               "env": {"PLAN": json.dumps(plan or {}), "STATE_DIR": str(state)}}
+    options.update(overrides)
+    return options
 
 
 def with_config(job: TrainingJob, **config_changes) -> TrainingJob:

@@ -30,7 +30,8 @@ from components.trainer.kubernetes_pods import JobTimeoutError, ReplicaPendingEr
 from components.trainer.launcher import WorkerFailedError, make_launcher
 from pipeline.kfp_local import pod_network
 from pipeline.kfp_local.kube_api import KubeApiServer
-from launcher_test_tools import alive, eventually, replica_runs, start_launcher, tiny_job, with_config
+from launcher_test_tools import (alive, eventually, replica_runs, scripted_options, start_launcher, tiny_job,
+                                 with_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "kubeflow-user"
@@ -105,12 +106,7 @@ def job(tmp_path):
 
 
 def _options(api, tmp_path, plan=None, **overrides):
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    options = {"image": IMAGE, "kubeconfig": api.kubeconfig, "poll_s": 0.1, "finish_grace_s": 10.0,
-               "command": COMMAND, "env": {"PLAN": json.dumps(plan or {}), "STATE_DIR": str(state)}}
-    options.update(overrides)
-    return options
+    return scripted_options(api.kubeconfig, tmp_path, COMMAND, IMAGE, plan, **overrides)
 
 
 def _launcher(api, tmp_path, plan=None, **overrides):

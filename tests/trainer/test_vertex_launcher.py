@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.job_service.transports.rest import JobServiceRestTransport
 
-from components.trainer.config import TrainingJob
 from components.trainer.launcher import WorkerFailedError, make_launcher
 from components.trainer.vertex_launcher import (VertexCustomJobLauncher, VertexJobTimeoutError, display_name,
                                                 failed_replica, split_endpoint)
