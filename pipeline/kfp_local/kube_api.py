@@ -15,6 +15,9 @@ through an ordinary kubeconfig and deserializes what it gets into ``V1Pod``, ``C
     GET    /api/v1/namespaces/{ns}/events                            list (fieldSelector, e.g. involvedObject.name)
     GET    /version
 
+plus batch/v1 Jobs and headless Services, run as the Job controller does (``batch_jobs.py``, its pods in network
+namespaces of their own: ``pod_network.py``).
+
 A created TFJob is reconciled like the Training Operator v1 does it, and its replicas are REAL local processes:
 each pod's containers run their ``command`` + ``args`` with their ``env`` (the image is not pulled: this
 machine's Python stands in for it, a leading ``python``/``python3`` becomes the configured interpreter), in a
@@ -68,7 +71,8 @@ Deviations (on purpose, because everything runs on one machine):
 
 - TF_CONFIG addresses: upstream gives ``<job>-<rtype>-<i>.<ns>.svc:<port>`` (a headless Service per replica);
   here each replica gets ``127.0.0.1:<free port>``, fixed per replica for the TFJob's life (so a recreated or
-  restarted replica keeps its address, as the Service name would). There is no DNS and no Service object.
+  restarted replica keeps its address, as the Service name would). TFJob pods share this machine's network; only
+  the pods of batch/v1 Jobs get a network namespace and DNS names (``pod_network.py``).
 - The operator's ``exceedsBackoffLimit`` uses the work queue's requeue count; it is taken as 0 here, so it only
   fires with ``backoffLimit: 0`` (with ExitCode and a retryable code, upstream too restarts without bound:
   kubeflow/training-operator#2045).
@@ -85,11 +89,12 @@ Deviations (on purpose, because everything runs on one machine):
 - A container without ``command`` runs its ``args`` (there is no image ENTRYPOINT to prepend).
 
 Not emulated: real scheduling (one node; resources only matter with ``node_allocatable``), resource limits,
-image pulls (with ``images`` given, any other image fails to pull), networking/DNS/Services, volumes and mounts,
+image pulls (with ``images`` given, any other image fails to pull), Services other than headless ones and
+kube-proxy, volumes and mounts (pods see this machine's files, as through a shared volume),
 RBAC enforcement and authentication (the token in the kubeconfig is accepted, every request is logged with its
 RBAC verb and resource for tests: ``requests()``), admission other than the TFJob webhook, watches
 (``watch=true`` is refused with 400), PUT/PATCH, other resources, init containers, probes, OOM kills,
-``suspend``, gang scheduling, other job kinds, multiple nodes.
+``suspend``, gang scheduling, other workload kinds (Deployments, JobSets, ...), multiple nodes.
 
 Run it alone with ``python -m pipeline.kfp_local.kube_api --workdir DIR``: it prints the kubeconfig path and
 serves until SIGTERM or Ctrl-C, then kills every replica process group it started.
