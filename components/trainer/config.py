@@ -94,6 +94,20 @@ class TrainingConfig:
     # the Model artifact (``reinitialized``).
     # A resumed run (BackupAndRestore) continues from its checkpoint, not from this source.
     init_from: str = "none"
+    # Augmentation of the training clips (components/trainer/augment.py: tf.data, after the Transform; evaluation and
+    # serving never augment). Every one is off at its default. A random crop of at least `augment_crop_area_min` of
+    # the clip's area (aspect 3/4..4/3; one box for all frames), resized back to H x W; a left-right flip with
+    # probability 0.5 (off: a flip turns the demo's move_left into move_right); per clip, a brightness shift of up
+    # to `augment_brightness` standard deviations (the clips are normalized) and a contrast scale of 1 +- `augment_
+    # contrast`; temporal stride jitter: a random stretch of `augment_speed_min`..1 of the clip's T frames played
+    # over T frames (ClipGen stores exactly T frames, so the jitter can slow a clip down, never speed it up).
+    augment_crop_area_min: float = 1.0
+    augment_flip: bool = False
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
+    augment_speed_min: float = 1.0
+    # Label smoothing of the training loss (the targets: 1 - e on the label, e spread over all classes).
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         # Accept lists (JSON) but store tuples so the config stays hashable and immutable.
@@ -129,7 +143,14 @@ class TrainingConfig:
         _require_float("weight_decay", self.weight_decay, 0.0)
         _require_float("dropout", self.dropout, 0.0, maximum=1.0)
         _require_float("collective_timeout_s", self.collective_timeout_s, 0.0, inclusive=False)
-        for name in ("warmup_cosine", "jit_compile"):
+        for name in ("augment_crop_area_min", "augment_speed_min"):   # fractions in (0, 1]; 1 is off
+            _require_float(name, getattr(self, name), 0.0, inclusive=False)
+            if getattr(self, name) > 1.0:
+                raise ValueError(f"{name} must be <= 1 (1: off), got {getattr(self, name)!r}")
+        _require_float("augment_brightness", self.augment_brightness, 0.0)
+        _require_float("augment_contrast", self.augment_contrast, 0.0, maximum=0.99)
+        _require_float("label_smoothing", self.label_smoothing, 0.0, maximum=0.99)
+        for name in ("warmup_cosine", "jit_compile", "augment_flip"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.warmup_cosine and self.warmup_epochs > self.epochs:

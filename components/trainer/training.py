@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import transform_module
-from components.trainer import history, warm_start
+from components.trainer import augment, history, warm_start
 from components.trainer.cluster import cluster_info
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig, TrainingJob
 from components.trainer.precision import compute_precision
@@ -138,6 +138,11 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     ds = ds.repeat()  # fit runs a fixed number of steps per epoch, whatever the split size
     ds = ds.batch(config.global_batch_size, drop_remainder=True)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment.enabled(config):   # training clips only: evaluation and serving never augment
+        logger.info("augmenting the training clips: %s", ", ".join(
+            f"{name}={getattr(config, name)}" for name in augment.enabled(config)))
+        ds = ds.map(lambda frames, label: (augment.augment(frames, config), label),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # No tf.data autotuning thread: its lost wake-up at cancellation can hold the iterator's destructor, and so the
@@ -196,10 +201,24 @@ def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
+def make_loss(config: TrainingConfig):
+    """Cross-entropy of the logits against the label index; with ``label_smoothing`` e, against 1 - e on the label
+    and e spread over all classes."""
+    if config.label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    smoothing = config.label_smoothing
+
+    def smoothed_sparse_crossentropy(labels, logits):
+        targets = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+        return keras.losses.categorical_crossentropy(targets, logits, from_logits=True, label_smoothing=smoothing)
+
+    return smoothed_sparse_crossentropy
+
+
 def compile_model(model: keras.Model, config: TrainingConfig) -> None:
     model.compile(
         optimizer=make_optimizer(config),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=make_loss(config),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,

@@ -25,7 +25,9 @@ def clip_data(tmp_path_factory) -> ClipData:
 
 @pytest.fixture(scope="session")
 def restarted_run(clip_data, tmp_path_factory) -> FinishedRun:
-    """Two workers, worker 1 crashes in epoch 2 of the first attempt, the cluster restarts once.
+    """Two workers, worker 1 crashes in epoch 2 of the first attempt, the cluster restarts once. Every training
+    augmentation and label smoothing are on (components/trainer/augment.py): the export tests then show that
+    the serving signatures of a model trained on augmented clips do not augment (same input, same output).
 
     Shared by the launcher tests (lock-step training, restart) and the export tests (its SavedModel):
     one cluster run is the expensive part of these tests."""
@@ -33,7 +35,9 @@ def restarted_run(clip_data, tmp_path_factory) -> FinishedRun:
     from components.trainer.worker import FAULT_ENV
 
     root = tmp_path_factory.mktemp("restarted_run")
-    job = training_job(clip_data, root, training_config(workers=2, max_restarts=1))
+    augmentation = {"augment_speed_min": 0.5, "augment_crop_area_min": 0.5, "augment_flip": True,
+                    "augment_brightness": 0.2, "augment_contrast": 0.2, "label_smoothing": 0.1}
+    job = training_job(clip_data, root, training_config(workers=2, max_restarts=1, **augmentation))
     started = time.perf_counter()
     result = LocalProcessLauncher(env={FAULT_ENV: json.dumps(FAULT)}).launch(job)
     return FinishedRun(job, result, time.perf_counter() - started)

@@ -62,7 +62,10 @@ def test_serving_default_reads_jpeg_clips_as_the_pixels_they_decode_to(served, c
 
 
 def test_serving_default_is_batch_independent(served, eval_examples):
+    """...and never augments, though the model trained on augmented clips (conftest's restarted_run)."""
     whole = served.signatures["serving_default"](examples=eval_examples)["probabilities"].numpy()
+    again = served.signatures["serving_default"](examples=eval_examples)["probabilities"].numpy()
+    np.testing.assert_array_equal(again, whole)
     parts = [served.signatures["serving_default"](examples=eval_examples[i:i + 2])["probabilities"].numpy()
              for i in range(0, len(eval_examples), 2)]
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6)
