@@ -74,7 +74,7 @@ def clip_config(data_dir: str):
     clips = ClipConfig()
     return ClipGenConfig(num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height,
                          width=clips.width, clips_per_video_train=clips.clips_per_video_train,
-                         clips_per_video_eval=clips.clips_per_video_eval, seed=clips.seed,
+                         clips_per_video_eval=clips.eval_clips_per_video, eval_crops=clips.eval_crops, seed=clips.seed,
                          labels=tuple(LabelMap.load(data_dir).labels))
 
 

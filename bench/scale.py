@@ -138,7 +138,7 @@ def prod(shape) -> int:
 def decoded_frames(mode: str, num_frames: int, clip, seeds: int = 1000) -> float:
     """Mean distinct frames ClipGen decodes per video under ``mode``: the union of the clips' windows, from the
     repo's own sampler (components/clip_sampling.sample_windows), averaged over ``seeds`` train seeds."""
-    count = clip.clips_per_video_train if mode == "train" else clip.clips_per_video_eval
+    count = clip.clips_per_video_train if mode == "train" else clip.eval_clips_per_video
     draws = range(seeds) if mode == "train" else [0]
     total = 0
     for seed in draws:
@@ -153,8 +153,8 @@ def job(L: Ledger, a: Assumptions, b: dict, clip) -> dict:
     j["eval_videos"] = L("eval videos", a.videos * a.eval_fraction, "", "videos x eval_fraction")
     j["train_clips"] = L("train clips", j["train_videos"] * clip.clips_per_video_train, "",
                          "train videos x clips.clips_per_video_train (cluster preset)")
-    j["eval_clips"] = L("eval clips", j["eval_videos"] * clip.clips_per_video_eval, "",
-                        "eval videos x clips.clips_per_video_eval (cluster preset)")
+    j["eval_clips"] = L("eval clips", j["eval_videos"] * clip.eval_clips_per_video * clip.eval_crops, "",
+                        "eval videos x clips.eval_views' T x S (cluster preset)")
     j["frames"] = L("frames per video", round(a.video_seconds * a.fps), "", "video_seconds x fps")
     long_side = round(a.source_short_side * a.source_aspect)
     j["src_px"] = L("source pixels per frame", a.source_short_side * long_side, "px",
@@ -234,7 +234,7 @@ def clipgen(L: Ledger, a: Assumptions, rates: dict, runner: str, clip, j: dict, 
         }
 
     train = per_video(j["decoded_train"], clip.clips_per_video_train)
-    evals = per_video(j["decoded_eval"], clip.clips_per_video_eval)
+    evals = per_video(j["decoded_eval"], clip.eval_clips_per_video * clip.eval_crops)
     out = {}
     for f in FORMATS:
         out[f] = L(f"ClipGen core-s, {f}", j["train_videos"] * train[f] + j["eval_videos"] * evals[f], "s",
@@ -529,7 +529,7 @@ def render(r: dict, L: Ledger, a: Assumptions, rates_path: str, results_path: st
         f"frames of {j['src_px']:,} pixels ({nbytes_text(j['src_frame_bytes'])} a frame, "
         f"{nbytes_text(j['video_bytes'])} a video); {j['train_videos']:,.0f} train videos x "
         f"{clip.clips_per_video_train} = {j['train_clips']:,.0f} train clips and {j['eval_videos']:,.0f} eval videos "
-        f"x {clip.clips_per_video_eval} = {j['eval_clips']:,.0f} eval clips of {shape} (the `cluster` preset). "
+        f"x {clip.eval_views} views = {j['eval_clips']:,.0f} eval clips of {shape} (the `cluster` preset). "
         f"ClipGen decodes {j['decoded_train']:.0f} of a train video's {j['frames']} frames and "
         f"{j['decoded_eval']:.0f} of an eval video's. Beam steps: {a.beam_workers} workers x "
         f"{a.cores_per_beam_worker} cores at the measured `{r['runner']}` rates. Trainer: {a.gpu_workers} workers, "

@@ -69,7 +69,7 @@ def run_config(out: str, scenario: str, args, eval_videos: int, extra=()):
                  f"serving_dir={os.path.join(base, 'serving')}", *extra]
     config = load_config("demo", overrides + args.set)
     if not any(s.startswith("training.eval_steps=") for s in args.set):   # the whole eval split, once an epoch
-        clips = eval_videos * config.clips.clips_per_video_eval
+        clips = eval_videos * config.clips.eval_clips_per_video * config.clips.eval_crops
         batch = config.training["batch_size_per_worker"] * config.training["workers"]
         config = load_config("demo", overrides + [f"training.eval_steps={math.ceil(clips / batch)}"] + args.set)
     return config

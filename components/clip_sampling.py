@@ -14,13 +14,17 @@ Temporal policy for a video of ``num_video_frames`` (N) frames, clips of ``clip_
 
 Spatial policy: each frame is resized so its short side is ``resize_short_side`` (or larger, if that is needed
 for the output crop to fit), then cropped to the output height x width: a seeded random crop for train (one box
-per clip, the same for all its frames), the centre crop for eval.
+per clip, the same for all its frames); for eval, S boxes spaced evenly along the frame's longer
+free axis and centred across it: S = 1 is the centre crop, S = 3 left/centre/right on a landscape frame and
+top/centre/bottom on a portrait one (MMAction2's and Model Garden's "3 crops"). A view is one (window, crop) pair;
+``parse_views`` reads the "TxS" spelling of clips.eval_views.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import numbers
+import re
 import struct
 
 TRAIN = "train"
@@ -171,13 +175,33 @@ def random_crop_box(height: int, width: int, out_height: int, out_width: int, se
     return CropBox(top, left, out_height, out_width)
 
 
-def crop_box(mode: str, height: int, width: int, out_height: int, out_width: int, seed: int = 0,
-             clip_index: int = 0) -> CropBox:
-    """The crop of a resized ``height`` x ``width`` frame under the ``mode`` policy (random train, centre eval)."""
-    _check_mode(mode)
-    if mode == TRAIN:
-        return random_crop_box(height, width, out_height, out_width, seed, clip_index)
-    return center_crop_box(height, width, out_height, out_width)
+def eval_crop_boxes(height: int, width: int, out_height: int, out_width: int, crops: int) -> list[CropBox]:
+    """``crops`` eval boxes of a resized ``height`` x ``width`` frame, in order (left to right, or top to bottom).
+
+    They slide along the axis with more room to spare (width on a tie, as landscape video is the common case) from
+    one edge to the other, evenly spaced (integer rounding, halves up), and sit centred on the other axis; one crop
+    is the centre crop. When the frame is exactly the crop size every box is the same."""
+    _check_crop_fits(height, width, out_height, out_width)
+    check_int("crops", crops, minimum=1)
+    free_h, free_w = height - out_height, width - out_width
+    if crops == 1:
+        return [center_crop_box(height, width, out_height, out_width)]
+    along_width = free_w >= free_h
+    free = free_w if along_width else free_h
+    offsets = [(2 * j * free + crops - 1) // (2 * (crops - 1)) for j in range(crops)]
+    if along_width:
+        return [CropBox(free_h // 2, o, out_height, out_width) for o in offsets]
+    return [CropBox(o, free_w // 2, out_height, out_width) for o in offsets]
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """"TxS" (e.g. "10x3": 10 temporal clips, each at 3 spatial crops) -> (T, S). Raises ValueError saying what
+    was expected."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", views) if isinstance(views, str) else None
+    if match is None or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise ValueError(f"views must be 'TxS' with T clips and S crops per clip, both >= 1 (e.g. '3x1', "
+                         f"'10x3'), got {views!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 # ---- argument checks ------------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ class ClipKeys:
     FRAMES = "clip/frames"                 # bytes: serialized uint8 TensorProto [T, H, W, 3]
     LABEL = "clip/label/string"            # bytes
     VIDEO_ID = "video/id"                  # bytes
-    CLIP_INDEX = "clip/index"              # int64
+    CLIP_INDEX = "clip/index"              # int64: the temporal window within the video
+    CROP_INDEX = "clip/crop_index"         # int64: the spatial crop of that window (eval views; 0 when training)
 
 
 _DT_UINT8 = 4   # tensorflow/core/framework/types.proto
@@ -304,13 +305,14 @@ def parse_clip_frames(serialized: bytes) -> np.ndarray:
 
 
 def make_clip_example(frames: np.ndarray, label: str, video_id: str, clip_index: int, frame_format: str = RAW,
-                      jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> tf.train.Example:
+                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, crop_index: int = 0) -> tf.train.Example:
     example = tf.train.Example()
     f = example.features.feature
     f[ClipKeys.FRAMES].bytes_list.value.append(clip_frames_bytes(frames, frame_format, jpeg_quality))
     f[ClipKeys.LABEL].bytes_list.value.append(label.encode())
     f[ClipKeys.VIDEO_ID].bytes_list.value.append(video_id.encode())
     f[ClipKeys.CLIP_INDEX].int64_list.value.append(int(clip_index))
+    f[ClipKeys.CROP_INDEX].int64_list.value.append(int(crop_index))
     return example
 
 
@@ -320,6 +322,7 @@ def clip_feature_spec(with_label: bool = True) -> dict:
         ClipKeys.FRAMES: tf.io.FixedLenFeature([], tf.string),
         ClipKeys.VIDEO_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
         ClipKeys.CLIP_INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        ClipKeys.CROP_INDEX: tf.io.FixedLenFeature([], tf.int64, default_value=0),
     }
     if with_label:
         spec[ClipKeys.LABEL] = tf.io.FixedLenFeature([], tf.string)

@@ -15,8 +15,9 @@ DEMO_DATA_DIR = "demo_data"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML config file or preset name (demo, smoke, cluster). "
-                                                        "Default: demo; cluster for compile, submit and schedule")
+    parser.add_argument("--config", default=None, help="YAML config file or preset name (demo, smoke, cluster, "
+                                                        "ucf101). Default: demo; cluster for compile, submit and "
+                                                        "schedule")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set training.epochs=3 (repeatable)")
     parser.add_argument("--data-dir", help="video TFRecords (train/, eval/, label_map.txt)")

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from components.clip_sampling import parse_views
 from components.frame_formats import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, JPEG, RAW, check_jpeg_quality
 from components.metric_names import GATE_METRICS
 from components.spans import SpanPattern, span_config_json
@@ -35,7 +36,10 @@ class ClipConfig:
     height: int = 32
     width: int = 32
     clips_per_video_train: int = 8
-    clips_per_video_eval: int = 3
+    # Evaluation views "TxS": T uniformly spaced windows per video, each at S fixed crops (1: centre; 3: left/centre/
+    # right, or top/centre/bottom on portrait video). The Evaluator's video metrics average softmax over all T x S
+    # clips of a video, as `predict` does. Measured on the demo (bench/README.md "Evaluation views").
+    eval_views: str = "3x1"
     seed: int = 0
     compression_level: int = 1   # ISA-L gzip level (0-3) of the clip files (bench/README.md)
     # Clip files per split. 0: one per training worker, so each worker reads only its own files (a split with
@@ -52,11 +56,25 @@ class ClipConfig:
     def shape(self) -> tuple[int, int, int, int]:
         return (self.num_frames, self.height, self.width, 3)
 
+    @property
+    def eval_clips_per_video(self) -> int:
+        """T of eval_views: temporal windows per eval video."""
+        return parse_views(self.eval_views)[0]
+
+    @property
+    def eval_crops(self) -> int:
+        """S of eval_views: spatial crops per eval window."""
+        return parse_views(self.eval_views)[1]
+
     def __post_init__(self):
-        for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train", "clips_per_video_eval"):
+        for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"clips.{name} must be a positive integer, got {value!r}")
+        try:
+            parse_views(self.eval_views)
+        except ValueError as exc:
+            raise ConfigError(f"clips.eval_{exc}") from None
         if isinstance(self.num_shards, bool) or not isinstance(self.num_shards, int) or self.num_shards < 0:
             raise ConfigError(f"clips.num_shards must be an integer >= 0 (0: one per training worker), "
                               f"got {self.num_shards!r}")
@@ -474,7 +492,7 @@ CLUSTER = {
     "serving_dir": "gs://YOUR-BUCKET/bresnet/serving",
     "data_dir": "gs://YOUR-BUCKET/bresnet/videos",
     "beam_args": [],
-    "clips": {"num_frames": 16, "height": 112, "width": 112, "clips_per_video_train": 8, "clips_per_video_eval": 3,
+    "clips": {"num_frames": 16, "height": 112, "width": 112, "clips_per_video_train": 8, "eval_views": "3x1",
               "num_shards": 64},
     "training": {"epochs": 30, "steps_per_epoch": 500, "eval_steps": 50, "batch_size_per_worker": 8,
                  "learning_rate": 1e-3, "workers": 4, "warmup_epochs": 2.0, "collective_timeout_s": 1800.0,
@@ -482,8 +500,42 @@ CLUSTER = {
     "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.01},
 }
 
+# UCF101 (13,320 videos of 101 actions; split 1: 9,537 train, 3,783 test) converted with `python -m pipeline convert`
+# into <data_dir>/train and <data_dir>/eval. The cluster preset's roots and runner, at the model's design size:
+# 16 frames every 2nd frame (~1 s of 30 fps video), 8 random clips per training video, 10 windows x 3 crops per
+# test video (MMAction2's R(2+1)D test recipe; the Evaluator averages softmax over the 30 views of a video and
+# gates on video accuracy). An epoch is one pass over the training clips: 9,537 x 8 = 76,296 clips, 2,384 steps of
+# the global batch 8 x 4 workers. `training.learning_rate_reference_workers` scales the learning rate linearly with
+# the workers (the global batch), so `--workers 8` trains at twice the rate. Augmentation as video papers train
+# UCF101: random resized crops, flips (its actions are left-right symmetric, unlike the demo's move_left/right),
+# colour jitter, a little temporal stride jitter and label smoothing. Not tuned on UCF101 here (no copy of it on
+# these machines); from scratch, R(2+1)D-18-class models reach ~50-60% on UCF101, so pretrain on a larger set and
+# fine-tune (training.init_from, init_scope: backbone) for more.
+# Cost of an epoch (76,296 clips; bench/README.md's model rows at 16x112x112, batch 8, training): one 2-core
+# AVX512-BF16 worker at 11.7 clips/s (bfloat16) 1.8 h, 6.7 clips/s (float32) 3.1 h; a 2-core AVX2 worker at
+# 3.1 clips/s (float32) 6.8 h. Per GPU: not measured (no GPU on these machines); bench/SCALE.md's assumed rate
+# (H100 at 30% MFU: 17,676 clips/s) is input-bound at 4,062 (raw clips) to 8,667 (clip-size JPEG, which
+# frame_format auto picks on GPU workers) clips/s per worker with 26 input cores: ~9-19 s of GPU time an epoch,
+# so a GPU run is limited by its input pipeline, not the model. Evaluating 3,783 x 30 = 113,490 views at the
+# 2-core bfloat16 inference rate (54.9 clips/s) takes ~35 min.
+UCF101 = {
+    "pipeline_root": CLUSTER["pipeline_root"],
+    "serving_dir": CLUSTER["serving_dir"],
+    "data_dir": "gs://YOUR-BUCKET/bresnet/ucf101",
+    "beam_args": [],
+    "clips": {"num_frames": 16, "frame_stride": 2, "height": 112, "width": 112, "clips_per_video_train": 8,
+              "eval_views": "10x3", "num_shards": 64},
+    "training": {"epochs": 40, "steps_per_epoch": 2384, "eval_steps": 100, "batch_size_per_worker": 8,
+                 "learning_rate": 2e-3, "learning_rate_reference_workers": 4, "workers": 4, "warmup_epochs": 2.0,
+                 "collective_timeout_s": 1800.0, "shuffle_buffer": 4096,
+                 "augment_crop_area_min": 0.4, "augment_flip": True, "augment_brightness": 0.2,
+                 "augment_contrast": 0.2, "augment_speed_min": 0.8, "label_smoothing": 0.1},
+    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.01, "metric": "video_accuracy"},
+}
+
 PRESETS: dict[str, dict] = {
     "cluster": CLUSTER,
+    "ucf101": UCF101,
     # The built-in demo: `make demo`. Sized for a 2-core laptop (see README for measured times). Beam in one process:
     # at demo size every Beam job is mostly start-up, and multi_processing starts 2 workers that each import TF
     # (under the AVX2 cap, 2026-12-02: Ingest 27.1 -> 8.4 s, ClipGen 19.7 -> 8.2, Transform 21.0 -> 10.5,
@@ -492,13 +544,17 @@ PRESETS: dict[str, dict] = {
     "demo": {"beam_args": ["--direct_running_mode=in_memory", "--direct_num_workers=1"]},
     # CI smoke run: tiny clips, a few steps; proves the wiring, not the accuracy.
     "smoke": {
-        "clips": {"num_frames": 4, "height": 32, "width": 32, "clips_per_video_train": 1, "clips_per_video_eval": 1},
+        "clips": {"num_frames": 4, "height": 32, "width": 32, "clips_per_video_train": 1, "eval_views": "1x1"},
         "training": {"epochs": 1, "steps_per_epoch": 2, "eval_steps": 1, "batch_size_per_worker": 2,
                      "warmup_epochs": 0.0},
         "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0},
         "beam_args": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
     },
 }
+
+
+# Keys that moved, so that an old config file gets told where its setting went.
+RENAMED = {"clips.clips_per_video_eval": "clips.eval_views ('<T>x1' keeps its meaning: T windows, centre crop)"}
 
 
 def from_dict(cls, data: dict, where: str = ""):
@@ -509,7 +565,8 @@ def from_dict(cls, data: dict, where: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; known: {sorted(fields)}")
+        renamed = "".join(f"; {where}.{k} is now {RENAMED[f'{where}.{k}']}" for k in unknown if f"{where}.{k}" in RENAMED)
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; known: {sorted(fields)}{renamed}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]

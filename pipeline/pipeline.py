@@ -39,7 +39,8 @@ def create_components(config: RunConfig, launcher: str = "local", launcher_optio
     clipgen = ClipGen(
         examples=ingest.outputs["examples"],
         num_frames=clips.num_frames, frame_stride=clips.frame_stride, height=clips.height, width=clips.width,
-        clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.clips_per_video_eval,
+        clips_per_video_train=clips.clips_per_video_train, clips_per_video_eval=clips.eval_clips_per_video,
+        eval_crops=clips.eval_crops,
         seed=clips.seed, labels=list(config.labels), max_rejected_fraction=config.max_rejected_fraction,
         compression_level=clips.compression_level, frame_format=config.clip_frame_format,
         jpeg_quality=clips.jpeg_quality,

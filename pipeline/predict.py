@@ -3,8 +3,9 @@
 The model is what TF Serving loads (a SavedModel from ``components/trainer/export.py``), given as a serving model
 base path (the newest complete numeric version is taken, as TF Serving does) or as a SavedModel folder. Its
 ``serving_frames`` signature fixes the clip shape [T, H, W, 3]; clips are cut exactly as evaluation cuts them
-(ClipGen's eval policy: uniformly spaced windows, short videos loop, resize the short side, centre crop), the
-signature runs in batches within the model's request limit, and clip probabilities are averaged per video.
+(ClipGen's eval policy: ``--views TxS``, T uniformly spaced windows, short videos loop, resize the short side, S
+crops per window), the signature runs in batches within the model's request limit, and the probabilities of a
+video's T x S clips are averaged.
 
 Inputs are video files (mp4 or anything PyAV reads: decoded as ``convert`` decodes them, so the frames match what
 the model was trained on) or video TFRecords (the SequenceExample format of ``components.video_format``, gzipped
@@ -55,6 +56,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _views(text: str) -> tuple[int, int]:
+    from components.clip_sampling import parse_views
+    try:
+        return parse_views(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _short_side(text: str) -> int:
     value = _positive_int(text)
     if value < 8:  # convert's own lower bound
@@ -92,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sampling = parser.add_argument_group(
         "clip sampling", "must match the run that trained the model (pipeline config: clips.*); the clip size "
                          "comes from the model itself")
-    sampling.add_argument("--clips-per-video", type=_positive_int, default=None,
-                          help="eval clips per video (default: clips.clips_per_video_eval's default, 3)")
+    sampling.add_argument("--views", type=_views, default=None, metavar="TxS",
+                          help="T windows per video, each at S crops (1: centre; 3: left/centre/right or "
+                               "top/centre/bottom) (default: clips.eval_views' default, 3x1)")
     sampling.add_argument("--frame-stride", type=_positive_int, default=None,
                           help="frames between a clip's frames (default: clips.frame_stride's default, 1)")
     decoding = parser.add_argument_group(
@@ -116,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     if args.request_out and not os.path.isdir(os.path.dirname(os.path.abspath(args.request_out))):
         raise ConfigError(f"--request-out {args.request_out!r}: its folder does not exist")
     defaults = ClipConfig()
+    clips_per_video, crops = args.views or (defaults.eval_clips_per_video, defaults.eval_crops)
     settings = SamplingSettings(
-        clips_per_video=args.clips_per_video or defaults.clips_per_video_eval,
+        clips_per_video=clips_per_video, crops=crops,
         frame_stride=args.frame_stride or defaults.frame_stride,
         decode_overrides={k: v for k, v in (("fps", args.fps), ("short_side", args.short_side),
                                             ("max_frames", args.max_frames)) if v is not None})
@@ -249,7 +260,8 @@ def clip_shape_of(signature) -> tuple[int, int, int, int] | None:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
-    clips_per_video: int
+    clips_per_video: int              # T: windows per video
+    crops: int                        # S: crops per window
     frame_stride: int
     decode_overrides: dict  # DecodeSettings fields given on the command line; the rest keep convert's defaults
 
@@ -259,8 +271,8 @@ class VideoClips:
     input: str
     video_id: str
     num_frames: int
-    starts: list[int]
-    clips: "np.ndarray"               # uint8 [K, T, H, W, 3]
+    starts: list[int]                 # of the windows
+    clips: "np.ndarray"               # uint8 [windows x crops, T, H, W, 3], window-major
     looped: bool                      # shorter than one window: frame indices wrapped around (eval policy)
 
 
@@ -339,12 +351,13 @@ def cut_clips(input: str, video, clip_shape, settings: SamplingSettings) -> Vide
     t, h, w, _ = clip_shape
     # labels only satisfy ClipGenConfig's validation: no label is read when cutting unlabelled clips.
     config = ClipGenConfig(num_frames=t, frame_stride=settings.frame_stride, height=h, width=w,
-                           labels=("unlabelled",), clips_per_video_eval=settings.clips_per_video)
+                           labels=("unlabelled",), clips_per_video_eval=settings.clips_per_video,
+                           eval_crops=settings.crops)
     try:
-        cut = cut_clip_frames(video, clip_sampling.EVAL, settings.clips_per_video, config)
+        cut = cut_clip_frames(video, clip_sampling.EVAL, settings.clips_per_video, config, crops=settings.crops)
     except Rejected as exc:
         raise BadVideo(input, exc.detail, video_id=_record_id(input, video)) from None
-    return VideoClips(input, video.video_id, num_frames, [window.start for window in cut.windows],
+    return VideoClips(input, video.video_id, num_frames, [window.start for window in cut.windows[::settings.crops]],
                       np.stack(cut.clips), looped=num_frames < clip_sampling.window_span(t, settings.frame_stride))
 
 
@@ -385,7 +398,9 @@ class Report:
         return {
             "model": self.model.path, "model_name": self.model.name, "signature": SIGNATURE,
             "clip_shape": list(self.model.clip_shape), "labels": list(self.model.labels),
-            "clips_per_video": self.settings.clips_per_video, "frame_stride": self.settings.frame_stride,
+            "views": f"{self.settings.clips_per_video}x{self.settings.crops}",
+            "clips_per_video": self.settings.clips_per_video * self.settings.crops,
+            "frame_stride": self.settings.frame_stride,
             "predictions": self.predictions, "errors": self.errors,
             "counts": {"videos_in": self.videos_in, "predicted": len(self.predictions), "failed": len(self.errors)},
         }
@@ -447,7 +462,8 @@ def format_table(report: Report) -> str:
     lines = [f"{header[0]:<{width}}  {header[1]:>5}  {header[2]}"]
     lines += [f"{v:<{width}}  {c:>5}  {t}" for v, c, t in rows]
     lines.append(f"{len(report.predictions)} of {report.videos_in} videos predicted with {report.model.path} "
-                 f"({report.settings.clips_per_video} clips of {list(report.model.clip_shape)} per video)"
+                 f"({report.settings.clips_per_video}x{report.settings.crops} views of {list(report.model.clip_shape)} "
+                 "per video)"
                  + (f"; {len(report.errors)} failed (see stderr)" if report.errors else ""))
     return "\n".join(lines)
 

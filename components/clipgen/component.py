@@ -37,6 +37,7 @@ class ClipGenSpec(ComponentSpec):
         "resize_short_side": ExecutionParameter(type=int, optional=True),
         "clips_per_video_train": ExecutionParameter(type=int),
         "clips_per_video_eval": ExecutionParameter(type=int),
+        "eval_crops": ExecutionParameter(type=int, optional=True),   # spatial crops per eval window; default 1
         "seed": ExecutionParameter(type=int),
         "labels": ExecutionParameter(type=str),        # JSON list of label strings
         "video_keys": ExecutionParameter(type=str, optional=True),  # JSON dict of VideoKeys fields
@@ -60,9 +61,10 @@ class ClipGenSpec(ComponentSpec):
 class ClipGen(base_beam_component.BaseBeamComponent):
     """Samples fixed-shape clips from every video of every split of ``examples``.
 
-    The "train" split gets seeded random windows and crops, every other split uniformly spaced windows and the
-    centre crop (see components.clip_sampling). Outputs: ``clips`` (Examples, same splits, gzipped TFRecords of
-    video_format clip tf.Examples), ``dead_letter`` (ClipGenDeadLetter) and ``clip_stats`` (ClipGenStatistics).
+    The "train" split gets seeded random windows and crops, every other split uniformly spaced windows, each at
+    ``eval_crops`` fixed crops (1: the centre crop; 3: left/centre/right), so ``clips_per_video_eval`` x
+    ``eval_crops`` views per video, each clip carrying its window and crop index (see components.clip_sampling).
+    Outputs: ``clips`` (Examples, same splits, gzipped TFRecords of video_format clip tf.Examples), ``dead_letter`` (ClipGenDeadLetter) and ``clip_stats`` (ClipGenStatistics).
     Beam pipeline args come from the pipeline or ``with_beam_pipeline_args``.
 
     ``max_rejected_fraction``: the run fails (after writing its dead letters and clip_stats) when some split
@@ -80,7 +82,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, *, num_frames: int, height: int, width: int,
                  labels: Sequence[str] = (), frame_stride: int = 1, resize_short_side: int | None = None,
-                 clips_per_video_train: int = 1, clips_per_video_eval: int = 1, seed: int = 0,
+                 clips_per_video_train: int = 1, clips_per_video_eval: int = 1, eval_crops: int = 1, seed: int = 0,
                  video_keys: Mapping[str, Any] | None = None, max_rejected_fraction: float = 1.0,
                  max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
                  compression_level: int = DEFAULT_COMPRESSION_LEVEL, num_shards: int = 0, clip_store: str = "",
@@ -90,7 +92,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             # no labels: the run's label map, which Ingest reads from the data window (components/label_maps.py);
             # a placeholder stands in for it while the other arguments are checked
             labels=(tuple(labels) or ("(from the data)",)) if isinstance(labels, (list, tuple)) else labels,
-            clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval, seed=seed,
+            clips_per_video_train=clips_per_video_train, clips_per_video_eval=clips_per_video_eval,
+            eval_crops=eval_crops, seed=seed,
             resize_short_side=resize_short_side, video_keys=video_keys_from_dict(video_keys),
             max_frame_pixels=max_frame_pixels, frame_format=frame_format, jpeg_quality=jpeg_quality)
         check_max_rejected_fraction(max_rejected_fraction)
@@ -102,6 +105,7 @@ class ClipGen(base_beam_component.BaseBeamComponent):
             num_frames=config.num_frames, frame_stride=config.frame_stride, height=config.height,
             width=config.width, resize_short_side=config.resize_short_side,
             clips_per_video_train=config.clips_per_video_train, clips_per_video_eval=config.clips_per_video_eval,
+            eval_crops=config.eval_crops,
             seed=config.seed, labels=json.dumps(list(config.labels) if labels else []),
             video_keys=json.dumps(video_keys_to_dict(config.video_keys)) if video_keys is not None else None,
             max_rejected_fraction=float(max_rejected_fraction), max_frame_pixels=config.max_frame_pixels,

@@ -45,6 +45,7 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> ClipGenConfi
         labels=tuple(json.loads(exec_properties["labels"])),
         clips_per_video_train=int(exec_properties["clips_per_video_train"]),
         clips_per_video_eval=int(exec_properties["clips_per_video_eval"]),
+        eval_crops=int(exec_properties.get("eval_crops") or 1),
         seed=int(exec_properties["seed"]),
         resize_short_side=(int(exec_properties["resize_short_side"])
                            if exec_properties.get("resize_short_side") is not None else None),
@@ -96,7 +97,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     num_shards=int(exec_properties.get("num_shards") or 0), tag=tag)
         logger.info("ClipGen: clipping splits %s into %s clips, %s frames (%s)%s", splits, list(config.clip_shape),
                     config.frame_format + (f" q{config.jpeg_quality}" if config.frame_format == JPEG else ""),
-                    ", ".join(f"{s}: {config.clips_per_video(s)}/video, {config.mode(s)} policy" for s in splits),
+                    ", ".join(f"{s}: {config.windows_per_video(s)}x{config.crops(s)} clips/video, {config.mode(s)} "
+                              "policy" for s in splits),
                     f"; spans {window.spans_to_cut}" if window.windowed else "")
         started = time.monotonic()
         if window.tags_to_cut:

@@ -54,6 +54,7 @@ class ClipGenConfig:
     labels: tuple[str, ...]
     clips_per_video_train: int = 1
     clips_per_video_eval: int = 1
+    eval_crops: int = 1                 # spatial crops per eval window (clip_sampling.eval_crop_boxes)
     seed: int = 0
     resize_short_side: int | None = None
     video_keys: VideoKeys = DEFAULT_VIDEO_KEYS
@@ -63,7 +64,7 @@ class ClipGenConfig:
 
     def __post_init__(self):
         for name in ("num_frames", "frame_stride", "height", "width", "clips_per_video_train",
-                     "clips_per_video_eval"):
+                     "clips_per_video_eval", "eval_crops"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("seed", self.seed, minimum=0)
         check_int("max_frame_pixels", self.max_frame_pixels, minimum=1)
@@ -93,8 +94,17 @@ class ClipGenConfig:
     def mode(self, split: str) -> str:
         return clip_sampling.TRAIN if split == TRAIN_SPLIT else clip_sampling.EVAL
 
-    def clips_per_video(self, split: str) -> int:
+    def windows_per_video(self, split: str) -> int:
+        """Temporal windows per video; each gives ``crops(split)`` clips."""
         return self.clips_per_video_train if split == TRAIN_SPLIT else self.clips_per_video_eval
+
+    def clips_per_video(self, split: str) -> int:
+        """Clips (views) per accepted video: windows x crops."""
+        return self.windows_per_video(split) * self.crops(split)
+
+    def crops(self, split: str) -> int:
+        """Spatial crops per window: one random crop when training, ``eval_crops`` fixed ones otherwise."""
+        return 1 if split == TRAIN_SPLIT else self.eval_crops
 
 
 def video_keys_from_dict(fields: Mapping[str, Any] | None) -> VideoKeys:
@@ -150,39 +160,50 @@ def extract_clips(serialized: bytes, split: str, config: ClipGenConfig, label_ma
     label = resolve_label(video, label_map)
     mode = config.mode(split)
     seed = clip_sampling.derive_seed(config.seed, video.video_id) if mode == clip_sampling.TRAIN else 0
-    cut = cut_clip_frames(video, mode, config.clips_per_video(split), config, seed)
+    cut = cut_clip_frames(video, mode, config.windows_per_video(split), config, seed, crops=config.crops(split))
     clips = [make_clip_example(clip, label, video.video_id, window.clip_index, config.frame_format,
-                               config.jpeg_quality).SerializeToString(deterministic=True)
-             for window, clip in zip(cut.windows, cut.clips)]  # deterministic: same input, same bytes
+                               config.jpeg_quality, crop_index=crop).SerializeToString(deterministic=True)
+             for window, crop, clip in zip(cut.windows, cut.crops, cut.clips)]  # deterministic: same input, same bytes
     return VideoClips(video.video_id, label, clips, frames_decoded=cut.frames_decoded,
                       frames_resized_to_fit=cut.frames_resized_to_fit)
 
 
 @dataclasses.dataclass
 class ClipFrames:
-    """The uint8 clips [T, H, W, 3] cut from one video, with their windows and how much decoding it took."""
+    """The uint8 clips [T, H, W, 3] cut from one video, each with its window and crop index (window-major: a
+    window's crops are consecutive), and how much decoding it took."""
     windows: list
+    crops: list[int]
     clips: list[np.ndarray]
     frames_decoded: int
     frames_resized_to_fit: int
 
 
 def cut_clip_frames(video: Video, mode: str, clips_per_video: int, config: ClipGenConfig,
-                    seed: int = 0) -> ClipFrames:
+                    seed: int = 0, crops: int = 1) -> ClipFrames:
     """A video with frames -> its clips under ``mode``'s policy (ClipGen's, and ``predict``'s eval cut): every
-    frame header checked, each needed frame decoded once and resized, windows cropped. Raises Rejected."""
+    frame header checked, each needed frame decoded once and resized, windows cropped (eval: ``crops`` boxes per
+    window, so clips_per_video x crops views; train: one seeded random box). Raises Rejected."""
+    if mode == clip_sampling.TRAIN and crops != 1:
+        raise ValueError(f"training clips take one random crop per window, got crops={crops}")
     check_frame_headers(video, config.max_frame_pixels)
     windows = clip_sampling.sample_windows(mode, len(video.jpeg_frames), config.num_frames, config.frame_stride,
                                            clips_per_video, seed)
     needed = sorted({i for w in windows for i in w.frames})
     frames, mismatched = _decode_and_resize(video, needed, config)
     height, width = frames[needed[0]].shape[:2]  # every needed frame has this size after _decode_and_resize
-    clips = []
+    eval_boxes = (clip_sampling.eval_crop_boxes(height, width, config.height, config.width, crops)
+                  if mode == clip_sampling.EVAL else None)
+    views, crop_indices, clips = [], [], []
     for window in windows:
-        box = clip_sampling.crop_box(mode, height, width, config.height, config.width, seed, window.clip_index)
-        clips.append(np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
-                               for i in window.frames]))
-    return ClipFrames(windows, clips, frames_decoded=len(needed), frames_resized_to_fit=mismatched)
+        boxes = eval_boxes or [clip_sampling.random_crop_box(height, width, config.height, config.width, seed,
+                                                             window.clip_index)]
+        for crop, box in enumerate(boxes):
+            views.append(window)
+            crop_indices.append(crop)
+            clips.append(np.stack([frames[i][box.top:box.top + box.height, box.left:box.left + box.width]
+                                   for i in window.frames]))
+    return ClipFrames(views, crop_indices, clips, frames_decoded=len(needed), frames_resized_to_fit=mismatched)
 
 
 def resolve_label(video: Video, label_map: LabelMap) -> str:

@@ -109,6 +109,7 @@ class Executor(base_executor.BaseExecutor):
                 raise RuntimeError(f"the chief wrote no warm-start report ({warm_start.report_path(job.run_dir)}) "
                                    f"although the run started from {init_source}")
             model.set_string_custom_property("reinitialized", json.dumps(report["reinitialized"]))
+            model.set_string_custom_property("init_scope", report.get("scope", warm_start.SCOPE_ALL))
 
     def _scratch_dir(self, fallback_root: str) -> str:
         ctx = self._context

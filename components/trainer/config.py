@@ -18,6 +18,7 @@ EXPORT_PRECISIONS = ("float32", "bfloat16", "mixed_float16", "training")
 DEFAULT_MODEL_BUILDER = "bresnet:build_classifier"
 INIT_FROM_HELP = ("'none' (from scratch), 'serving' (the model currently served) or a path (a SavedModel directory, "
                   "a TFX Model artifact directory, a serving model base or a Keras .h5 weights file)")
+INIT_SCOPES = ("all", "backbone")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
@@ -54,6 +55,10 @@ class TrainingConfig:
     eval_steps: int = 10
     batch_size_per_worker: int = 8
     learning_rate: float = 1e-3
+    # 0: `learning_rate` is the rate, whatever the workers. N > 0: `learning_rate` is the rate for N workers' global
+    # batch, and the run uses learning_rate x workers / N (the linear scaling rule, Goyal et al. 2017, "Accurate,
+    # Large Minibatch SGD"), so a preset keeps its recipe when `--workers` changes the global batch.
+    learning_rate_reference_workers: int = 0
     warmup_cosine: bool = True          # linear warm-up then cosine decay to 0 over all steps; else constant
     warmup_epochs: float = 1.0
     optimizer: str = "adamw"            # "adamw" or "sgd" (momentum 0.9, decoupled weight decay)
@@ -94,6 +99,25 @@ class TrainingConfig:
     # the Model artifact (``reinitialized``).
     # A resumed run (BackupAndRestore) continues from its checkpoint, not from this source.
     init_from: str = "none"
+    # Fine-tuning (components/trainer/warm_start.py; measured in bench/README.md "Fine-tuning"). The "head" is the
+    # layer that computes the logits (BResNet's `logits`; for another builder its model's `head` attribute or its
+    # functional output layer); the "backbone" is every other layer. The three fields below need an init_from: they
+    # say how a pretrained backbone is reused, and with init_from "none" they would freeze or slow down a random one,
+    # which is never what was meant, so that is an error. Where init_from "serving" finds nothing served yet (a
+    # scheduled pipeline's first run), the run trains from scratch and they are ignored, with a log line saying so.
+    #
+    # Which of the source's variables load: "all" (every variable the model shares with the source by name and shape),
+    # or "backbone" (the head always keeps its fresh initialization, even when the class count is unchanged: a source
+    # trained on other classes whose count happens to match).
+    init_scope: str = "all"
+    # Epochs at the start of the run during which only the head trains: the backbone's weights receive no update
+    # (AdamW's moment estimates of them still follow the gradients), so a fresh head first learns on the pretrained
+    # features instead of sending its random-init gradients through them. The backbone's batch-norm statistics keep
+    # following the new data. Equal to `epochs`: only the head ever trains (a linear probe of the backbone).
+    freeze_backbone_epochs: int = 0
+    # The backbone's learning rate as a fraction of the head's (after the frozen epochs): every backbone update,
+    # weight decay included, is this times what the schedule gives the head. In (0, 1]; 1: one learning rate.
+    backbone_learning_rate_multiplier: float = 1.0
     # Augmentation of the training clips (components/trainer/augment.py: tf.data, after the Transform; evaluation and
     # serving never augment). Every one is off at its default. A random crop of at least `augment_crop_area_min` of
     # the clip's area (aspect 3/4..4/3; one box for all frames), resized back to H x W; a left-right flip with
@@ -139,6 +163,7 @@ class TrainingConfig:
         _require_int("steps_per_execution", self.steps_per_execution, 1)
         _require_int("shuffle_buffer", self.shuffle_buffer, 1)
         _require_float("learning_rate", self.learning_rate, 0.0, inclusive=False)
+        _require_int("learning_rate_reference_workers", self.learning_rate_reference_workers, 0)
         _require_float("warmup_epochs", self.warmup_epochs, 0.0)
         _require_float("weight_decay", self.weight_decay, 0.0)
         _require_float("dropout", self.dropout, 0.0, maximum=1.0)
@@ -165,6 +190,41 @@ class TrainingConfig:
             raise TypeError(f"init_from must be a str ({INIT_FROM_HELP}), got {self.init_from!r}")
         if not self.init_from.strip() or self.init_from != self.init_from.strip() or "\n" in self.init_from:
             raise ValueError(f"init_from must be {INIT_FROM_HELP}, got {self.init_from!r}")
+        self._check_fine_tuning()
+
+    def _check_fine_tuning(self) -> None:
+        if self.init_scope not in INIT_SCOPES:
+            raise ValueError(f"init_scope must be one of {INIT_SCOPES} (which variables of init_from load), "
+                             f"got {self.init_scope!r}")
+        _require_int("freeze_backbone_epochs", self.freeze_backbone_epochs, 0)
+        if self.freeze_backbone_epochs > self.epochs:
+            raise ValueError(f"freeze_backbone_epochs must be <= epochs ({self.epochs}; equal: only the head trains), "
+                             f"got {self.freeze_backbone_epochs}")
+        _require_float("backbone_learning_rate_multiplier", self.backbone_learning_rate_multiplier, 0.0,
+                       inclusive=False)
+        if self.backbone_learning_rate_multiplier > 1.0:
+            raise ValueError(f"backbone_learning_rate_multiplier must be <= 1 (the backbone's learning rate as a "
+                             f"fraction of the head's), got {self.backbone_learning_rate_multiplier!r}")
+        if self.init_from == "none":
+            # Meaningful for a pretrained backbone only: on a random one they freeze or slow down noise.
+            for name, neutral in (("init_scope", "all"), ("freeze_backbone_epochs", 0),
+                                  ("backbone_learning_rate_multiplier", 1.0)):
+                if getattr(self, name) != neutral:
+                    raise ValueError(f"{name} is {getattr(self, name)!r} but init_from is 'none': {name} applies to a "
+                                     f"backbone loaded from init_from (set init_from, or {name} back to {neutral!r})")
+
+    @property
+    def fine_tunes_backbone(self) -> bool:
+        """The backbone is frozen for some epochs or learns at a lower rate than the head."""
+        return self.freeze_backbone_epochs > 0 or self.backbone_learning_rate_multiplier < 1.0
+
+    @property
+    def scaled_learning_rate(self) -> float:
+        """The peak learning rate of this run: ``learning_rate``, scaled by workers / learning_rate_reference_workers
+        when that is set."""
+        if not self.learning_rate_reference_workers:
+            return self.learning_rate
+        return self.learning_rate * self.workers / self.learning_rate_reference_workers
 
     @property
     def global_batch_size(self) -> int:

@@ -8,6 +8,11 @@ Signatures:
   serving_default(examples: string [None])        -> probabilities float [B,K], classes string [B,K],
                                                       top_class string [B]
   serving_frames(frames: uint8 [None,T,H,W,3])     -> same outputs
+  serving_video(frames: uint8 [F,H,W,3] a whole video's frames, any size; clips, crops, frame_stride: int32)
+                                                   -> probabilities float [K] (the mean over the video's clips x
+                                                      crops views, cut as evaluation cuts them:
+                                                      components/trainer/video_views.py), classes string [K],
+                                                      top_class string [], views int32 []
   transform_features(examples: string [None])      -> transformed features (frames, label_name, label: its
                                                       index in this model's labels, video_id); the examples
                                                       must carry labels (TFMA's preprocessing)
@@ -31,12 +36,14 @@ from components import label_maps, transform_module
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig
 from components.trainer.precision import serving_precision
 from components.trainer.training import build_model
+from components.trainer.video_views import cut_views, resized_size
 from components.video_format import ClipKeys, clip_feature_spec, encode_frames_tensor
 
 logger = logging.getLogger(__name__)
 
 SERVING_DEFAULT = "serving_default"
 SERVING_FRAMES = "serving_frames"
+SERVING_VIDEO = "serving_video"
 TRANSFORM_FEATURES = "transform_features"
 
 
@@ -54,6 +61,29 @@ def _check_request_size(batch, limit: int, what: str):
     return tf.debugging.assert_less_equal(
         batch, tf.constant(limit, batch.dtype),
         message=f"request has more {what} than the limit of {limit}; split it into smaller requests")
+
+
+def _video_request_checks(frames, clips, crops, frame_stride, clip_shape, max_clips) -> list:
+    """serving_video's bounds, checked before any frame is gathered or resized: at least one frame, positive counts,
+    at most ``max_clips`` views, and the gathered and the resized frames each within MAX_REQUEST_BYTES."""
+    t, out_h, out_w = clip_shape[:3]
+    shape = tf.shape(frames, out_type=tf.int64)
+    new_h, new_w = resized_size(shape[1], shape[2], out_h, out_w)
+    needed = tf.cast(clips, tf.int64) * t * 3
+    checks = [tf.debugging.assert_positive(shape[0], message="serving_video: frames holds no frame"),
+              tf.debugging.assert_positive(tf.stack([clips, crops, frame_stride]),
+                                           message="serving_video: clips, crops and frame_stride must be >= 1")]
+    with tf.control_dependencies(checks):   # the products below are only meaningful for positive counts
+        return checks + [
+            _check_request_size(tf.cast(clips, tf.int64) * tf.cast(crops, tf.int64), max_clips,
+                                "views (clips x crops)"),
+            tf.debugging.assert_less_equal(needed * shape[1] * shape[2], tf.constant(MAX_REQUEST_BYTES, tf.int64),
+                                           message=f"serving_video: clips x T frames of this size exceed "
+                                                   f"{MAX_REQUEST_BYTES} bytes; send fewer clips or smaller frames"),
+            tf.debugging.assert_less_equal(needed * new_h * new_w, tf.constant(MAX_REQUEST_BYTES, tf.int64),
+                                           message=f"serving_video: the resized frames would exceed "
+                                                   f"{MAX_REQUEST_BYTES} bytes; send fewer clips or other-shaped "
+                                                   "frames")]
 
 
 def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Sequence[int]) -> dict:
@@ -102,10 +132,23 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
         raw = {
             ClipKeys.FRAMES: encode_frames_tensor(frames),
             ClipKeys.VIDEO_ID: tf.fill([batch], serving_spec[ClipKeys.VIDEO_ID].default_value),
-            ClipKeys.CLIP_INDEX: tf.fill([batch], tf.constant(serving_spec[ClipKeys.CLIP_INDEX].default_value,
-                                                              tf.int64)),
+            **{key: tf.fill([batch], tf.constant(serving_spec[key].default_value, tf.int64))
+               for key in (ClipKeys.CLIP_INDEX, ClipKeys.CROP_INDEX)},
         }
         return predict(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="frames"),
+                                  tf.TensorSpec([], tf.int32, name="clips"),
+                                  tf.TensorSpec([], tf.int32, name="crops"),
+                                  tf.TensorSpec([], tf.int32, name="frame_stride")])
+    def serve_video(frames, clips, crops, frame_stride):
+        with tf.control_dependencies(_video_request_checks(frames, clips, crops, frame_stride, clip_shape, max_clips)):
+            views = cut_views(tf.identity(frames), clip_shape, clips, crops, frame_stride)
+        out = serve_frames(views)
+        probabilities = tf.reduce_mean(out["probabilities"], axis=0)   # Evaluator's video level: mean softmax
+        class_names = tf.constant(labels)
+        return {"probabilities": probabilities, "classes": class_names,
+                "top_class": tf.gather(class_names, tf.argmax(probabilities)), "views": clips * crops}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
@@ -118,6 +161,7 @@ def make_signatures(model: keras.Model, labels: Sequence[str], clip_shape: Seque
     return {
         SERVING_DEFAULT: serve_examples.get_concrete_function(),
         SERVING_FRAMES: serve_frames.get_concrete_function(),
+        SERVING_VIDEO: serve_video.get_concrete_function(),
         TRANSFORM_FEATURES: transform_features.get_concrete_function(),
     }
 

@@ -185,20 +185,104 @@ def build_model(config: TrainingConfig, builder: str = DEFAULT_MODEL_BUILDER, *,
 
 def make_learning_rate(config: TrainingConfig):
     if not config.warmup_cosine:
-        return config.learning_rate
+        return config.scaled_learning_rate
     warmup_steps = int(round(config.warmup_epochs * config.steps_per_epoch))
     decay_steps = max(1, config.total_steps - warmup_steps)
     if warmup_steps == 0:
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
-    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, warmup_target=config.learning_rate,
+        return keras.optimizers.schedules.CosineDecay(config.scaled_learning_rate, decay_steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, warmup_target=config.scaled_learning_rate,
                                                   warmup_steps=warmup_steps)
 
 
-def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
+class BackboneScaledUpdates:
+    """Mixin for a Keras optimizer (``keras.optimizers.AdamW``, ``SGD``): the backbone's updates are ``factor`` times
+    what the optimizer would apply, the head's unchanged. ``factor`` is 0 for the first ``freeze_steps`` steps (only
+    the head trains), then ``multiplier`` (``TrainingConfig.backbone_learning_rate_multiplier``).
+
+    Why a per-variable learning rate, and not gradients scaled or layers frozen:
+    - AdamW divides each gradient by its running magnitude, so a scaled gradient changes nothing, and a zeroed one
+      still moves its variable (by the momentum, and by the weight decay, which ignores gradients). AdamW's and SGD's
+      steps and their decoupled weight decay are all linear in the learning rate, so the rate the backbone's update
+      reads is scaled instead (the ``learning_rate`` property, while ``update_step`` runs for a backbone variable; the
+      backbone's weight decay is applied there too, at the scaled rate). A factor 0 leaves a variable bit-identical;
+      AdamW's moment estimates still follow its gradients.
+    - ``factor`` derives from the step counter inside the compiled train step. ``trainable = False`` for the frozen
+      epochs would change the trainable variables mid-``fit``: a second train function traced on every MWMS worker
+      mid-run, with other collectives, and a phase that a run resumed by BackupAndRestore would have to reconstruct.
+      The step counter is in the checkpoint BackupAndRestore restores, so a resumed run is in the right phase by
+      construction, one train function serves the whole run, and every variable has its optimizer slots from the
+      start (``train`` builds them before the first step, where MWMS's broadcast of new variables has no timeout).
+      The cost: the backbone's backward pass runs during the frozen epochs too, and its batch-norm statistics keep
+      following the new data (they would once it trains anyway).
+    """
+
+    _lr_factor = None      # set only while update_step traces a backbone variable's update
+
+    def scale_backbone(self, variables, multiplier: float, freeze_steps: int) -> None:
+        """Marks ``variables`` (the model's, before the optimizer is built) as the backbone."""
+        # The optimizer's own variable key: the distributed container's under a strategy, which is also how it finds
+        # a variable's slots inside the per-replica update.
+        self._backbone_keys = frozenset(self._var_key(v) for v in variables)
+        self._backbone_multiplier = float(multiplier)
+        self._freeze_steps = int(freeze_steps)
+
+    def backbone_factor(self) -> tf.Tensor:
+        """This step's factor of the backbone's updates: 0 while frozen, then the multiplier."""
+        multiplier = tf.constant(self._backbone_multiplier, tf.float32)
+        if not self._freeze_steps:
+            return multiplier
+        return tf.where(self.iterations < self._freeze_steps, tf.zeros_like(multiplier), multiplier)
+
+    def _is_backbone(self, variable) -> bool:
+        return self._var_key(variable) in self._backbone_keys
+
+    @property
+    def learning_rate(self):
+        lr = super().learning_rate
+        return lr if self._lr_factor is None else lr * tf.cast(self._lr_factor, lr.dtype)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        super(BackboneScaledUpdates, type(self)).learning_rate.fset(self, value)
+
+    def _use_weight_decay(self, variable):
+        # The backbone's weight decay is applied in update_step, at its scaled rate.
+        return not self._is_backbone(variable) and super()._use_weight_decay(variable)
+
+    def update_step(self, gradient, variable):
+        if not self._is_backbone(variable):
+            return super().update_step(gradient, variable)
+        self._lr_factor = self.backbone_factor()
+        try:
+            if self.weight_decay is not None and super()._use_weight_decay(variable):
+                lr = tf.cast(self.learning_rate, variable.dtype)
+                variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
+            return super().update_step(gradient, variable)
+        finally:
+            self._lr_factor = None
+
+
+class BackboneScaledAdamW(BackboneScaledUpdates, keras.optimizers.AdamW):
+    """AdamW whose backbone updates are scaled (``BackboneScaledUpdates``)."""
+
+
+class BackboneScaledSGD(BackboneScaledUpdates, keras.optimizers.SGD):
+    """SGD with momentum whose backbone updates are scaled (``BackboneScaledUpdates``)."""
+
+
+def make_optimizer(config: TrainingConfig, backbone: Sequence | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer and schedule. With ``backbone`` (the model's backbone variables, when fine-tuning a
+    loaded one), one that freezes them for ``freeze_backbone_epochs`` and then scales their learning rate by
+    ``backbone_learning_rate_multiplier``."""
     lr = make_learning_rate(config)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=config.weight_decay)
+    adamw = config.optimizer == "adamw"
+    kwargs = {"weight_decay": config.weight_decay, **({} if adamw else {"momentum": 0.9})}
+    if backbone is None:
+        return (keras.optimizers.AdamW if adamw else keras.optimizers.SGD)(learning_rate=lr, **kwargs)
+    optimizer = (BackboneScaledAdamW if adamw else BackboneScaledSGD)(learning_rate=lr, **kwargs)
+    optimizer.scale_backbone(backbone, config.backbone_learning_rate_multiplier,
+                             config.freeze_backbone_epochs * config.steps_per_epoch)
+    return optimizer
 
 
 def make_loss(config: TrainingConfig):
@@ -215,9 +299,12 @@ def make_loss(config: TrainingConfig):
     return smoothed_sparse_crossentropy
 
 
-def compile_model(model: keras.Model, config: TrainingConfig) -> None:
+def compile_model(model: keras.Model, config: TrainingConfig, *, fine_tune: bool = False) -> None:
+    """``fine_tune``: the model's backbone was loaded (``init_from``), so ``freeze_backbone_epochs`` and
+    ``backbone_learning_rate_multiplier`` apply to it."""
+    backbone = warm_start.backbone_variables(model) if fine_tune and config.fine_tunes_backbone else None
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, backbone),
         loss=make_loss(config),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
@@ -348,15 +435,23 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     # Warm start: read outside the strategy's scope (loading a SavedModel creates variables, which MWMS would
     # broadcast); every worker reads the same source, so the replicas start identical.
     init_weights = warm_start.read_source_weights(job.init_weights_from) if job.init_weights_from else None
+    if init_weights is None and config.fine_tunes_backbone:
+        logger.info("worker %d: no weights to start from (init_from %r found none): training from scratch, so "
+                    "freeze_backbone_epochs and backbone_learning_rate_multiplier do not apply", me, config.init_from)
     with strategy.scope():
         model = build_model(config, job.model_builder)
-        compile_model(model, config)
+        compile_model(model, config, fine_tune=init_weights is not None)
         warm_report = None
         if init_weights is not None:
             # Assigned before BackupAndRestore restores anything: a resumed run continues from its checkpoint.
-            warm_report = warm_start.assign_initial_weights(model, init_weights, job.init_weights_from)
-            logger.info("worker %d: warm start from %s: %d variables loaded, reinitialized: %s", me,
-                        job.init_weights_from, warm_report["loaded"], warm_report["reinitialized"])
+            warm_report = warm_start.assign_initial_weights(model, init_weights, job.init_weights_from,
+                                                            config.init_scope)
+            logger.info("worker %d: warm start from %s (init_scope %s): %d variables loaded, reinitialized: %s", me,
+                        job.init_weights_from, config.init_scope, warm_report["loaded"], warm_report["reinitialized"])
+            if config.fine_tunes_backbone:
+                logger.info("worker %d: fine-tuning: the backbone (all but %s) frozen for the first %d epoch(s), then "
+                            "at %g x the head's learning rate", me, warm_start.head_layer(model).name,
+                            config.freeze_backbone_epochs, config.backbone_learning_rate_multiplier)
             del init_weights
         # MWMS broadcasts every new variable's initial value from the chief with a collective that has no
         # timeout. Optimizer slots are normally created lazily inside the first train step, where a hung

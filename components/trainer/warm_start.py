@@ -13,6 +13,11 @@ its name without ``:0`` and with every path component's Keras instance suffix (`
 variables of one such name by order (``model.weights`` order, which the SavedModel's and the h5 file's variable
 lists keep). A matched variable of another shape (the head, when the class count changed) keeps its fresh
 initialization; it and every model variable the source lacks are reported as re-initialized.
+
+Fine-tuning is the same mechanism with a scope: ``init_scope: backbone`` loads everything but the head (``head_layer``:
+the layer that computes the logits), which keeps its fresh initialization whatever the source holds. How the loaded
+backbone then trains (frozen for the first epochs, a lower learning rate) is the optimizer's part
+(``components/trainer/training.py``, ``BackboneScaledUpdates``); both find the head with ``head_layer``.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 SCRATCH = "none"
 SERVING = "serving"
+SCOPE_ALL = "all"
+SCOPE_BACKBONE = "backbone"
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVING_MODEL_SUBDIR = "Format-Serving"       # tfx.utils.path_utils.serving_model_dir of a Model artifact
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -201,24 +208,69 @@ def _display_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+# ---- the head and the backbone ----------------------------------------------------------------------------
+
+def head_layer(model):
+    """The layer that computes the model's logits: the model's ``head`` attribute (BResNet's ``logits`` Dense), else,
+    for a functional model with one output, the layer producing it. Everything else is the backbone. Raises
+    ``ValueError`` when neither applies (a model builder for fine-tuning must expose its head one of these ways)."""
+    from bresnet._keras import keras
+
+    head = getattr(model, "head", None)
+    if isinstance(head, keras.layers.Layer):
+        return head
+    output_names = list(getattr(model, "output_names", None) or [])
+    if len(output_names) == 1:
+        try:
+            head = model.get_layer(output_names[0])
+        except ValueError:   # a subclassed model's output name ("output_1") names no layer
+            head = None
+        if head is not None and head.weights:
+            return head
+    raise ValueError(f"cannot tell the head of model {model.name!r} ({type(model).__name__}) from its backbone: "
+                     "fine-tuning needs a model with a `head` layer attribute, or a functional model whose single "
+                     "output layer (with weights) computes the logits")
+
+
+def head_variables(model) -> list:
+    """The head's variables (trainable and not), as the model holds them (under a strategy: its distributed ones)."""
+    head = {id(v) for v in head_layer(model).weights}
+    return [v for v in model.weights if id(v) in head]
+
+
+def backbone_variables(model) -> list:
+    """The model's trainable variables that are not the head's, in model order."""
+    head = {id(v) for v in head_variables(model)}
+    return [v for v in model.trainable_variables if id(v) not in head]
+
+
 # ---- assigning (every worker, inside the strategy's scope) ------------------------------------------------
 
-def assign_initial_weights(model, source_weights: Sequence[tuple[str, np.ndarray]], source: str = "") -> dict:
-    """Assigns every model variable whose match key and shape the source has; returns the report
-    ``{"source", "loaded", "total", "reinitialized", "shape_mismatch", "missing", "unused_source"}``.
+def assign_initial_weights(model, source_weights: Sequence[tuple[str, np.ndarray]], source: str = "",
+                           scope: str = SCOPE_ALL) -> dict:
+    """Assigns every model variable whose match key and shape the source has (with ``scope`` "backbone": every one
+    but the head's); returns the report ``{"source", "scope", "loaded", "total", "reinitialized", "head",
+    "shape_mismatch", "missing", "unused_source"}``.
 
-    ``reinitialized`` lists (by display name) the variables that keep their fresh initialization: those of another
-    shape (``shape_mismatch``: name -> [source shape, model shape]) and those the source lacks (``missing``). Raises
-    ``WarmStartError`` when no variable matches (the source is another model). Values are cast to the variable's
-    dtype: under a mixed-precision policy Keras variables stay float32, so a float32 source loads as is."""
+    ``reinitialized`` lists (by display name) the variables that keep their fresh initialization: the head's under
+    scope "backbone" (``head``), those of another shape (``shape_mismatch``: name -> [source shape, model shape]) and
+    those the source lacks (``missing``). Raises ``WarmStartError`` when no variable matches (the source is another
+    model). Values are cast to the variable's dtype: under a mixed-precision policy Keras variables stay float32, so a
+    float32 source loads as is."""
+    if scope not in (SCOPE_ALL, SCOPE_BACKBONE):
+        raise ValueError(f"scope must be {SCOPE_ALL!r} or {SCOPE_BACKBONE!r}, got {scope!r}")
     variables = list(model.weights)
     names = _display_names([v.name for v in variables])
+    skipped = {id(v) for v in head_variables(model)} if scope == SCOPE_BACKBONE else set()
     available = {key: value for key, value in zip(_keyed([n for n, _ in source_weights]),
                                                   (w for _, w in source_weights))}
     used: set = set()
-    loaded, mismatch, missing = 0, {}, []
+    loaded, mismatch, missing, head = 0, {}, [], []
     assignments = []
     for variable, key, name in zip(variables, _keyed([v.name for v in variables]), names):
+        if id(variable) in skipped:
+            head.append(name)
+            continue
         value = available.get(key)
         if value is None:
             missing.append(name)
@@ -237,14 +289,16 @@ def assign_initial_weights(model, source_weights: Sequence[tuple[str, np.ndarray
     for variable, value in assignments:
         variable.assign(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
         loaded += 1
-    reinitialized = [n for n in names if n in mismatch or n in missing]
-    return {"source": source, "loaded": loaded, "total": len(variables), "reinitialized": reinitialized,
-            "shape_mismatch": mismatch, "missing": missing, "unused_source": len(available) - len(used)}
+    fresh = set(head) | set(mismatch) | set(missing)
+    reinitialized = [n for n in names if n in fresh]
+    return {"source": source, "scope": scope, "loaded": loaded, "total": len(variables),
+            "reinitialized": reinitialized, "head": head, "shape_mismatch": mismatch, "missing": missing,
+            "unused_source": len(available) - len(used)}
 
 
-def load_initial_weights(model, source: str) -> dict:
+def load_initial_weights(model, source: str, scope: str = SCOPE_ALL) -> dict:
     """``read_source_weights`` then ``assign_initial_weights``: for a model built outside a strategy's scope."""
-    return assign_initial_weights(model, read_source_weights(source), source)
+    return assign_initial_weights(model, read_source_weights(source), source, scope)
 
 
 # ---- the report, from the chief to the executor -----------------------------------------------------------

@@ -105,12 +105,35 @@ def test_default_short_side_is_the_larger_crop_side():
 
 def test_center_crop_box():
     assert cs.center_crop_box(32, 43, 32, 32) == cs.CropBox(0, 5, 32, 32)
-    assert cs.crop_box("eval", 40, 50, 32, 32, seed=123, clip_index=4) == cs.CropBox(4, 9, 32, 32)
+    assert cs.center_crop_box(40, 50, 32, 32) == cs.CropBox(4, 9, 32, 32)
+
+
+def test_eval_crops_slide_along_the_longer_free_axis_from_edge_to_edge():
+    # Landscape 32x43: left, centre, right; the centre one is the centre crop.
+    assert cs.eval_crop_boxes(32, 43, 32, 32, 3) == [cs.CropBox(0, 0, 32, 32), cs.CropBox(0, 6, 32, 32),
+                                                      cs.CropBox(0, 11, 32, 32)]
+    assert cs.eval_crop_boxes(32, 43, 32, 32, 1) == [cs.center_crop_box(32, 43, 32, 32)]
+    # Portrait 50x40 (free 18 down, 8 across): top, centre, bottom, centred across.
+    assert cs.eval_crop_boxes(50, 40, 32, 32, 3) == [cs.CropBox(0, 4, 32, 32), cs.CropBox(9, 4, 32, 32),
+                                                      cs.CropBox(18, 4, 32, 32)]
+    # More crops than free pixels: still in order, inside the frame; a frame the crop's size: all the same box.
+    boxes = cs.eval_crop_boxes(32, 34, 32, 32, 5)
+    assert [b.left for b in boxes] == [0, 1, 1, 2, 2] and all(b.top == 0 for b in boxes)
+    assert set(cs.eval_crop_boxes(32, 32, 32, 32, 3)) == {cs.CropBox(0, 0, 32, 32)}
+    with pytest.raises(ValueError, match="crops must be >= 1"):
+        cs.eval_crop_boxes(32, 43, 32, 32, 0)
+
+
+def test_parse_views():
+    assert cs.parse_views("10x3") == (10, 3) and cs.parse_views(" 3 X 1 ") == (3, 1)
+    for bad in ("3", "0x1", "3x0", "3x1x2", "axb", "", 3):
+        with pytest.raises(ValueError, match=r"views must be 'TxS'.*got"):
+            cs.parse_views(bad)
 
 
 def test_random_crop_box_is_seeded_inside_the_frame_and_varies_per_clip():
     seed = cs.derive_seed(0, "v")
-    boxes = [cs.crop_box("train", 40, 60, 32, 32, seed, i) for i in range(20)]
+    boxes = [cs.random_crop_box(40, 60, 32, 32, seed, i) for i in range(20)]
     assert boxes == [cs.random_crop_box(40, 60, 32, 32, seed, i) for i in range(20)]
     assert all(0 <= b.top <= 8 and 0 <= b.left <= 28 and (b.height, b.width) == (32, 32) for b in boxes)
     assert len({(b.top, b.left) for b in boxes}) > 5

@@ -37,6 +37,7 @@ def parse_clip(serialized: bytes) -> dict:
         "label": feature[ClipKeys.LABEL].bytes_list.value[0].decode(),
         "video_id": feature[ClipKeys.VIDEO_ID].bytes_list.value[0].decode(),
         "clip_index": feature[ClipKeys.CLIP_INDEX].int64_list.value[0],
+        "crop_index": feature[ClipKeys.CROP_INDEX].int64_list.value[0],
     }
 
 
@@ -97,6 +98,22 @@ def test_train_crop_is_random_and_eval_crop_is_central():
     assert len(lefts) > 2
 
 
+def test_eval_views_are_each_window_at_each_crop_with_their_indices():
+    # Columns encode their index: crops of a 64-wide frame (16 high, resized to itself) start at columns 0, 24, 48.
+    columns = np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (16, 1, 3))
+    record = video_record("wide", frames_jpeg=[encode_jpeg(columns)] * 6, height=16, width=64)
+    config = make_config(num_frames=1, clips_per_video_eval=2, eval_crops=3)
+    result = run_extract(record, "eval", config)
+    clips = [parse_clip(c) for c in result.clips]
+    assert [(c["clip_index"], c["crop_index"]) for c in clips] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    lefts = [int(round(c["frames"][0][8, 0, 0] / 4)) for c in clips]
+    assert all(abs(left - want) <= 2 for left, want in zip(lefts, [0, 24, 48] * 2)), lefts
+    assert result.frames_decoded == 2          # each window's frame once, whatever the crops
+    # Training ignores eval_crops: one random crop per window, crop index 0.
+    train = [parse_clip(c) for c in run_extract(record, "train", config).clips]
+    assert len(train) == config.clips_per_video_train and {c["crop_index"] for c in train} == {0}
+
+
 def test_only_the_frames_a_clip_needs_are_decoded():
     # One eval clip of 20 frames takes frames 6, 8, 10, 12: a corrupt frame 0 is never decoded.
     result = run_extract(numbered_video("lazy", 20, bad_frames=(0, 1)), "eval", make_config(clips_per_video_eval=1))
@@ -123,7 +140,7 @@ def test_clip_pixels_are_the_rgb_frames_area_resized_then_cropped():
     [clip] = run_extract(video_record("texture", frames_jpeg=jpegs), "eval", config).clips
     window = clip_sampling.sample_windows("eval", 6, 4, 1, 1, 0)[0]
     height, width = clip_sampling.resized_shape(77, 90, config.short_side, 16, 16)
-    box = clip_sampling.crop_box("eval", height, width, 16, 16, 0, 0)
+    box = clip_sampling.center_crop_box(height, width, 16, 16)
     expected = np.stack([cv2.resize(decode_jpeg(jpegs[i]), (width, height), interpolation=cv2.INTER_AREA)
                          [box.top:box.top + 16, box.left:box.left + 16] for i in window.frames])
     np.testing.assert_array_equal(parse_clip(clip)["frames"], expected)
@@ -302,6 +319,7 @@ def test_max_rejected_fraction_fails_the_run_only_above_the_limit():
     ({"num_frames": 0}, ValueError, "num_frames"),
     ({"height": "16"}, TypeError, "height"),
     ({"clips_per_video_eval": 0}, ValueError, "clips_per_video_eval"),
+    ({"eval_crops": 0}, ValueError, "eval_crops"),
     ({"seed": -1}, ValueError, "seed"),
     ({"resize_short_side": 0}, ValueError, "resize_short_side"),
     ({"labels": "a,b"}, TypeError, "labels"),

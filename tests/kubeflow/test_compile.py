@@ -245,3 +245,21 @@ def test_a_k8s_job_pipeline_trains_as_an_indexed_job_with_the_kubeflow_section(t
                           "--launcher", "k8s-job", "--image", IMAGE, "--set", "labels=[a, b]", "--allow-local-beam",
                           "--set", "kubeflow.restart_policy=ExitCode"], capture_output=True, text=True)
     assert bad.returncode != 0 and "ExitCode is a TFJob policy" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_the_ucf101_preset_compiles_with_its_views_and_a_learning_rate_that_follows_the_workers(tmp_path):
+    out = tmp_path / "ucf101.yaml"
+    common = ["--image", IMAGE, "--set", "labels=[jump, run, walk]", "--config", "ucf101"]
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--out", str(out), *common, "--workers", "8"],
+                   check=True, capture_output=True, text=True)
+    spec = _yaml(out)
+    clipgen = _parameters(spec, "ClipGen")
+    assert (clipgen["num_frames"], clipgen["frame_stride"], clipgen["height"]) == (16, 2, 112)
+    assert (clipgen["clips_per_video_train"], clipgen["clips_per_video_eval"], clipgen["eval_crops"]) == (8, 10, 3)
+    config = json.loads(_parameters(spec, "Trainer")["config"])
+    assert config["workers"] == 8 and config["batch_size_per_worker"] == 8
+    assert config["learning_rate"] == 2e-3 and config["learning_rate_reference_workers"] == 4
+    from components.trainer.config import TrainingConfig
+    assert TrainingConfig(**config).scaled_learning_rate == 4e-3      # 8 workers: twice the 4-worker rate
+    assert config["augment_flip"] is True and config["label_smoothing"] == 0.1
+    assert "video_accuracy" in json.dumps(_parameters(spec, "Evaluator")["eval_config"])

@@ -46,10 +46,19 @@ def test_dump_and_reload_round_trip(tmp_path):
     ("gate.min_accuracy=1.5", "gate.min_accuracy must be in [0, 1], got 1.5"),
     ("training.workers=0", "workers"),
     ("data_layout=flat", "data_layout must be 'pre_split' or 'split_by_id'"),
+    ("clips.eval_views=3", "clips.eval_views must be 'TxS' with T clips and S crops per clip"),
+    ("clips.eval_views=2x0", "clips.eval_views must be 'TxS'"),
+    ("clips.clips_per_video_eval=5", "clips.clips_per_video_eval is now clips.eval_views"),
 ])
 def test_bad_values_fail_at_load_time_naming_the_setting(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config("demo", [override])
+
+
+def test_eval_views_are_windows_by_crops():
+    config = load_config("demo", ["clips.eval_views=10x3"])
+    assert (config.clips.eval_clips_per_video, config.clips.eval_crops) == (10, 3)
+    assert (RunConfig().clips.eval_clips_per_video, RunConfig().clips.eval_crops) == (3, 1)
 
 
 def test_override_syntax():

@@ -28,7 +28,7 @@ def run_cli(*args):
 
 
 def sampling_args():
-    return ["--clips-per-video", str(CLIPS_PER_VIDEO), "--frame-stride", str(STRIDE)]
+    return ["--views", f"{CLIPS_PER_VIDEO}x1", "--frame-stride", str(STRIDE)]
 
 
 # ---- an independent oracle of the eval clips -----------------------------------------------------------
@@ -105,7 +105,8 @@ def served(videos, tmp_path_factory):
             top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
             clips.append(np.stack([frames[start + k * STRIDE][top:top + h, left:left + w] for k in range(t)]))
             labels.append(label)
-    rows = [{"clip/frames": serialize_frames(c), "clip/label/string": l.encode(), "video/id": b"v", "clip/index": i}
+    rows = [{"clip/frames": serialize_frames(c), "clip/label/string": l.encode(), "video/id": b"v", "clip/index": i,
+             "clip/crop_index": 0}
             for i, (c, l) in enumerate(zip(clips, labels))]
     spec = {k: tf.io.FixedLenFeature(v.shape, v.dtype) for k, v in clip_feature_spec(with_label=True).items()}
     graph = str(root / "transform_graph")
@@ -287,3 +288,76 @@ def test_grpc_request_in_text_format(served, videos):
     request = text_format.Parse(result.stdout, predict_pb2.PredictRequest())
     assert (request.model_spec.name, request.model_spec.signature_name) == ("bresnet", "serving_frames")
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["frames"]), expected_clips(jpegs))
+
+
+# ---- the whole-video signature -------------------------------------------------------------------------
+
+def test_serving_video_gives_the_video_level_prediction_of_its_views(served, videos):
+    """``serving_video`` on a whole video's frames returns what evaluation and ``predict --views 2x3`` return for
+    it: the mean softmax over 2 windows x 3 crops. Frames sent at their resized size (no in-graph resize) give the
+    same clips pixel for pixel; frames at their decoded size are resized by TF instead of OpenCV."""
+    from components.video_format import Video, decode_jpeg
+    from pipeline.predict import SamplingSettings, ServedModel, cut_clips
+
+    model = ServedModel.load(str(served))
+    video = model._loaded.signatures["serving_video"]
+    settings = SamplingSettings(clips_per_video=2, crops=3, frame_stride=STRIDE, decode_overrides={})
+    views = dict(clips=tf.constant(2), crops=tf.constant(3), frame_stride=tf.constant(STRIDE))
+    worst = 0.0
+    for path, jpegs in videos.values():
+        jpegs = jpegs[:40]          # enough for 2 windows of 7 frames; keeps the test short
+        clips = cut_clips(path, Video(video_id=path, jpeg_frames=jpegs), CLIP_SHAPE, settings).clips
+        assert len(clips) == 6      # predict's cut: window-major, 3 crops each
+        expected = model.probabilities(clips).mean(axis=0)
+        resized = resized_frames(jpegs, range(len(jpegs)))
+        exact = video(frames=tf.constant(np.stack([resized[i] for i in range(len(jpegs))])), **views)
+        np.testing.assert_allclose(exact["probabilities"].numpy(), expected, rtol=0, atol=1e-5)
+        assert exact["top_class"].numpy().decode() == LABELS[int(expected.argmax())] and int(exact["views"]) == 6
+        assert [c.decode() for c in exact["classes"].numpy()] == list(LABELS)
+        decoded = video(frames=tf.constant(np.stack([decode_jpeg(j) for j in jpegs])), **views)
+        worst = max(worst, float(np.abs(decoded["probabilities"].numpy() - expected).max()))
+    assert worst < 1e-3, f"TF's resize moved a probability by {worst:.4f}"
+
+
+def test_serving_video_bounds_its_requests(served):
+    video = tf.saved_model.load(str(served / "1")).signatures["serving_video"]
+    frames = tf.zeros([10, 20, 30, 3], tf.uint8)
+    ok = video(frames=frames, clips=tf.constant(1), crops=tf.constant(1), frame_stride=tf.constant(1))
+    assert ok["probabilities"].shape == (len(LABELS),)
+    for args, message in [((tf.zeros([0, 20, 30, 3], tf.uint8), 1, 1, 1), "frames holds no frame"),
+                          ((frames, 0, 1, 1), "must be >= 1"), ((frames, 1, 1, -2), "must be >= 1"),
+                          ((frames, 33, 32, 1), "more views \\(clips x crops\\) than the limit of 1024"),
+                          ((tf.zeros([1, 4000, 4000, 3], tf.uint8), 1000, 1, 1), "exceed 536870912 bytes")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            video(frames=args[0], clips=tf.constant(args[1]), crops=tf.constant(args[2]),
+                  frame_stride=tf.constant(args[3]))
+
+
+def test_in_graph_views_are_predicts_clips(videos):
+    """video_views.cut_views against predict's (ClipGen's) cut, pixel by pixel: equal on frames at the resized size;
+    on decoded frames TF's area resize stands in for OpenCV's INTER_AREA and may differ by one grey level."""
+    from components.trainer.video_views import cut_views
+    from components.video_format import Video, decode_jpeg
+    from pipeline.predict import SamplingSettings, cut_clips
+
+    for clips, crops, stride in [(2, 3, STRIDE), (3, 1, 1), (1, 2, 3)]:
+        for path, jpegs in videos.values():
+            jpegs = jpegs[:30]
+            settings = SamplingSettings(clips_per_video=clips, crops=crops, frame_stride=stride, decode_overrides={})
+            expected = cut_clips(path, Video(video_id=path, jpeg_frames=jpegs), CLIP_SHAPE, settings).clips
+            resized = resized_frames(jpegs, range(len(jpegs)))
+            exact = cut_views(tf.constant(np.stack([resized[i] for i in range(len(jpegs))])), CLIP_SHAPE, clips, crops,
+                              stride).numpy()
+            np.testing.assert_array_equal(exact, expected)
+            decoded = cut_views(tf.constant(np.stack([decode_jpeg(j) for j in jpegs])), CLIP_SHAPE, clips, crops,
+                                stride).numpy()
+            difference = np.abs(decoded.astype(int) - expected.astype(int))
+            assert decoded.shape == expected.shape and difference.mean() < 0.05 and difference.max() <= 1, \
+                (difference.mean(), difference.max())
+    # A short video loops, as in evaluation: 5 frames, windows of 7.
+    jpegs = videos["bunny"][1][:SHORT_RECORD_FRAMES]
+    settings = SamplingSettings(clips_per_video=3, crops=1, frame_stride=STRIDE, decode_overrides={})
+    expected = cut_clips("short", Video(video_id="short", jpeg_frames=jpegs), CLIP_SHAPE, settings).clips
+    resized = resized_frames(jpegs, range(len(jpegs)))
+    np.testing.assert_array_equal(
+        cut_views(tf.constant(np.stack([resized[i] for i in range(len(jpegs))])), CLIP_SHAPE, 3, 1, STRIDE), expected)

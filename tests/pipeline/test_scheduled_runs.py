@@ -25,7 +25,7 @@ SETTINGS = [
     "ingest.train_pattern=span-{SPAN}/train/*", "ingest.eval_pattern=span-{SPAN}/eval/*",
     "ingest.label_map=span-{SPAN}/label_map.txt", "ingest.window_spans=2", "training.init_from=serving",
     "clips.num_frames=4", "clips.height=16", "clips.width=16", "clips.clips_per_video_train=1",
-    "clips.clips_per_video_eval=1",
+    "clips.eval_views=1x1",
     "training.epochs=1", "training.steps_per_epoch=3", "training.eval_steps=1", "training.batch_size_per_worker=4",
     "training.warmup_epochs=0.0", "training.shuffle_buffer=16",
     "gate.min_accuracy=0.0", "gate.max_accuracy_drop=1.0",

@@ -43,12 +43,27 @@ def test_config_round_trips_through_json_and_computes_global_batch():
     ({"warmup_epochs": 11.0, "epochs": 10}, ValueError, "warmup_epochs"),
     ({"precision": "float16"}, ValueError, "precision"),
     ({"jit_compile": "yes"}, TypeError, "jit_compile"),
+    ({"learning_rate_reference_workers": -1}, ValueError, "learning_rate_reference_workers"),
 ])
 def test_config_rejects_bad_values_naming_the_argument(overrides, error, needle):
     kwargs = dict(labels=LABELS, clip_shape=SHAPE)
     kwargs.update(overrides)
     with pytest.raises(error, match=needle):
         TrainingConfig(**kwargs)
+
+
+def test_learning_rate_scales_linearly_with_workers_when_a_reference_is_set():
+    from components.trainer.training import make_learning_rate
+    fixed = TrainingConfig(labels=LABELS, clip_shape=SHAPE, workers=8, learning_rate=2e-3)
+    assert fixed.scaled_learning_rate == 2e-3
+    for workers, peak in [(4, 2e-3), (8, 4e-3), (2, 1e-3)]:
+        config = TrainingConfig(labels=LABELS, clip_shape=SHAPE, workers=workers, learning_rate=2e-3,
+                                learning_rate_reference_workers=4, epochs=2, steps_per_epoch=10, warmup_epochs=1.0)
+        assert config.scaled_learning_rate == pytest.approx(peak)
+        schedule = make_learning_rate(config)
+        assert float(schedule(10)) == pytest.approx(peak)    # the end of the warm-up is the peak
+        constant = dataclasses.replace(config, warmup_cosine=False)
+        assert make_learning_rate(constant) == pytest.approx(peak)
 
 
 def test_config_json_rejects_unknown_keys_and_bad_json():

@@ -22,12 +22,17 @@ def eval_examples(clip_data):
 
 
 def test_signatures_and_their_inputs(served):
-    assert set(served.signatures) == {"serving_default", "serving_frames", "transform_features"}
+    assert set(served.signatures) == {"serving_default", "serving_frames", "serving_video", "transform_features"}
     _, default_inputs = served.signatures["serving_default"].structured_input_signature
     assert default_inputs == {"examples": tf.TensorSpec([None], tf.string, name="examples")}
     _, frames_inputs = served.signatures["serving_frames"].structured_input_signature
     assert frames_inputs == {"frames": tf.TensorSpec([None, *CLIP_SHAPE], tf.uint8, name="frames")}
     assert set(served.signatures["serving_default"].structured_outputs) == {"probabilities", "classes", "top_class"}
+    _, video_inputs = served.signatures["serving_video"].structured_input_signature
+    assert video_inputs == {"frames": tf.TensorSpec([None, None, None, 3], tf.uint8, name="frames"),
+                            **{k: tf.TensorSpec([], tf.int32, name=k) for k in ("clips", "crops", "frame_stride")}}
+    assert set(served.signatures["serving_video"].structured_outputs) == {"probabilities", "classes", "top_class",
+                                                                            "views"}
 
 
 def test_examples_and_frames_paths_agree_and_name_classes_in_label_map_order(served, eval_examples, clip_data):

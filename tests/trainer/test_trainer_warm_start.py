@@ -125,6 +125,7 @@ def test_same_classes_load_every_variable(tiny_source, kind):
     report = load_initial_weights(model, source)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))
     assert report["loaded"] == report["total"] == 4 and report["reinitialized"] == [] and report["source"] == source
+    assert report["scope"] == "all" and report["head"] == []
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "h5"])
@@ -271,4 +272,4 @@ def test_train_starts_from_the_source_weights(clip_data, tmp_path, monkeypatch, 
     assert scratch["warm_start"] is None
     assert warm["warm_start"]["loaded"] == 4 and warm["warm_start"]["reinitialized"] == []
     assert warm_start.read_report(str(tmp_path / "second" / "model_run")) == warm["warm_start"]
-    assert f"worker 0: warm start from {source}: 4 variables loaded, reinitialized: []" in caplog.text
+    assert f"worker 0: warm start from {source} (init_scope all): 4 variables loaded, reinitialized: []" in caplog.text

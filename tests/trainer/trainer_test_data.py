@@ -67,7 +67,8 @@ def build_transform_graph(output_dir: str, frames: np.ndarray, labels: list[str]
     spec = {k: tf.io.FixedLenFeature(v.shape, v.dtype) for k, v in clip_feature_spec(with_label=True).items()}
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
     rows = [{"clip/frames": serialize_frames(clip), "clip/label/string": label.encode(),
-             "video/id": f"v{i}".encode(), "clip/index": i} for i, (clip, label) in enumerate(zip(frames, labels))]
+             "video/id": f"v{i}".encode(), "clip/index": i,
+             "clip/crop_index": 0} for i, (clip, label) in enumerate(zip(frames, labels))]
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
         raw = pipeline | beam.Create(rows)
         transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(
