@@ -58,10 +58,11 @@ def evaluate(serving_dir: str, eval_dir: str) -> dict:
             "eval_videos": len(videos), "video_accuracy": video_correct / max(len(videos), 1)}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/demo/root", help="pipeline root of a finished demo run")
     parser.add_argument("--out", default="bench/out/demo_accuracy")
+    parser.add_argument("--data-dir", default="demo_data", help="the demo run's data (its label_map.txt)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override; VALUE is JSON (a string in double quotes)")
     parser.add_argument("--model-builder", default=DEFAULT_MODEL_BUILDER, metavar="MODULE:FUNCTION",
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
         if not sep:
             raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key] = json.loads(value)
-    labels = LabelMap.load("demo_data").labels
+    labels = LabelMap.load(args.data_dir).labels
     config = TrainingConfig(labels=tuple(labels), clip_shape=ClipConfig().shape, **{**DEMO_TRAINING, **overrides})
     job = TrainingJob(config=config, train_uri=os.path.join(clips, "Split-train"), eval_uri=eval_dir,
                       transform_graph_uri=newest(os.path.join(args.root, "Transform", "transform_graph", "*")),
@@ -103,6 +104,7 @@ def main(argv=None) -> None:
     with open(os.path.join(args.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Each op draws per clip and is off at its TrainingConfig default (see the ``augment_*`` fields there); ``augment``
 applies the ones a config turns on, in this order: temporal stride jitter, random resized crop, flip, brightness,
-contrast. Only ``training.make_dataset(training=True)`` calls it: evaluation, the Evaluator and the serving
+contrast; then ``mix`` blends clips of a batch with each other (mixup, CutMix) and their one-hot targets alike.
+Only ``training.make_dataset(training=True)`` calls them: evaluation, the Evaluator and the serving
 signatures see clips as ClipGen cut them. The ops follow Model Garden's video input (random resized crop over an
 area and aspect range, one box for every frame; brightness and contrast jitter), on clips already normalized.
 """
@@ -21,8 +22,15 @@ def enabled(config: TrainingConfig) -> list[str]:
     """The augmentations ``config`` turns on, by field name."""
     on = {"augment_speed_min": config.augment_speed_min < 1.0,
           "augment_crop_area_min": config.augment_crop_area_min < 1.0, "augment_flip": config.augment_flip,
-          "augment_brightness": config.augment_brightness > 0, "augment_contrast": config.augment_contrast > 0}
+          "augment_brightness": config.augment_brightness > 0, "augment_contrast": config.augment_contrast > 0,
+          "augment_mixup_alpha": config.augment_mixup_alpha > 0,
+          "augment_cutmix_alpha": config.augment_cutmix_alpha > 0}
     return [name for name, is_on in on.items() if is_on]
+
+
+def mixes(config: TrainingConfig) -> bool:
+    """Mixup or CutMix is on: the labels are one-hot targets (``training.make_dataset``, ``make_loss``)."""
+    return config.augment_mixup_alpha > 0 or config.augment_cutmix_alpha > 0
 
 
 def speed_jitter(frames: tf.Tensor, speed_min: float) -> tf.Tensor:
@@ -72,8 +80,53 @@ def contrast(frames: tf.Tensor, spread: float) -> tf.Tensor:
     return (frames - mean) * scale + mean
 
 
+def _beta(alpha: float) -> tf.Tensor:
+    """One draw of Beta(alpha, alpha), as the ratio of two Gamma(alpha) draws."""
+    a, b = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    return a / tf.maximum(a + b, 1e-12)
+
+
+def mixup(frames: tf.Tensor, targets: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """The batch blended with itself in reverse order by one lam ~ Beta(alpha, alpha): lam x + (1 - lam) x', the
+    targets alike."""
+    lam = _beta(alpha)
+    return (lam * frames + (1.0 - lam) * tf.reverse(frames, [0]),
+            lam * targets + (1.0 - lam) * tf.reverse(targets, [0]))
+
+
+def cutmix(frames: tf.Tensor, targets: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """A box of about (1 - lam) of the frame area (lam ~ Beta(alpha, alpha)) at a uniform centre, clipped to the
+    frame, cut from the batch's reversed order and pasted into every frame of each clip; the targets mix by the
+    box's actual share of the frame."""
+    height, width = frames.shape[2], frames.shape[3]
+    side = tf.sqrt(1.0 - _beta(alpha))
+    box_h, box_w = tf.cast(tf.round(side * height), tf.int32), tf.cast(tf.round(side * width), tf.int32)
+    centre_y = tf.random.uniform([], 0, height, dtype=tf.int32)
+    centre_x = tf.random.uniform([], 0, width, dtype=tf.int32)
+    top, bottom = tf.maximum(centre_y - box_h // 2, 0), tf.minimum(centre_y + (box_h + 1) // 2, height)
+    left, right = tf.maximum(centre_x - box_w // 2, 0), tf.minimum(centre_x + (box_w + 1) // 2, width)
+    rows, cols = tf.range(height), tf.range(width)
+    inside = (((rows >= top) & (rows < bottom))[:, None] & ((cols >= left) & (cols < right))[None, :])
+    pasted = tf.where(inside[None, None, :, :, None], tf.reverse(frames, [0]), frames)
+    share = tf.cast((bottom - top) * (right - left), targets.dtype) / float(height * width)
+    return pasted, (1.0 - share) * targets + share * tf.reverse(targets, [0])
+
+
+def mix(frames: tf.Tensor, targets: tf.Tensor, config: TrainingConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup or CutMix as ``config`` says (both on: one of them per batch, evens) on clips [B, T, H, W, 3] and their
+    one-hot targets [B, K]."""
+    mixup_alpha, cutmix_alpha = config.augment_mixup_alpha, config.augment_cutmix_alpha
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        return tf.cond(tf.random.uniform([]) < 0.5, lambda: cutmix(frames, targets, cutmix_alpha),
+                       lambda: mixup(frames, targets, mixup_alpha))
+    if cutmix_alpha > 0:
+        return cutmix(frames, targets, cutmix_alpha)
+    return mixup(frames, targets, mixup_alpha)
+
+
 def augment(frames: tf.Tensor, config: TrainingConfig) -> tf.Tensor:
-    """The augmentations ``config`` turns on, on a batch of clips [B, T, H, W, 3]; the same tensor when none is."""
+    """The per-clip augmentations ``config`` turns on, on a batch of clips [B, T, H, W, 3]; the same tensor when none
+    is (``mix`` is separate: it needs the targets)."""
     if config.augment_speed_min < 1.0:
         frames = speed_jitter(frames, config.augment_speed_min)
     if config.augment_crop_area_min < 1.0:

@@ -130,6 +130,13 @@ class TrainingConfig:
     augment_brightness: float = 0.0
     augment_contrast: float = 0.0
     augment_speed_min: float = 1.0
+    # Mixup and CutMix (off at 0): per batch, lam ~ Beta(alpha, alpha); mixup blends each clip with the batch's
+    # reversed order, lam x + (1 - lam) x'; CutMix pastes a box of ~(1 - lam) of the frame from x' into every frame
+    # of x. Targets mix by the same shares, so with either on the labels become one-hot (soft) targets for training
+    # and validation alike, and the loss and the accuracy metric their categorical forms. Both on: each batch picks
+    # one, evens.
+    augment_mixup_alpha: float = 0.0
+    augment_cutmix_alpha: float = 0.0
     # Label smoothing of the training loss (the targets: 1 - e on the label, e spread over all classes).
     label_smoothing: float = 0.0
 
@@ -173,6 +180,8 @@ class TrainingConfig:
             if getattr(self, name) > 1.0:
                 raise ValueError(f"{name} must be <= 1 (1: off), got {getattr(self, name)!r}")
         _require_float("augment_brightness", self.augment_brightness, 0.0)
+        _require_float("augment_mixup_alpha", self.augment_mixup_alpha, 0.0)
+        _require_float("augment_cutmix_alpha", self.augment_cutmix_alpha, 0.0)
         _require_float("augment_contrast", self.augment_contrast, 0.0, maximum=0.99)
         _require_float("label_smoothing", self.label_smoothing, 0.0, maximum=0.99)
         for name in ("warmup_cosine", "jit_compile", "augment_flip"):

@@ -114,7 +114,8 @@ def plan_shards(files: Sequence[str], workers: int, sizes: Sequence[int] | None 
 
 def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config: TrainingConfig, *,
                  training: bool, plan: ShardPlan | None = None) -> tf.data.Dataset:
-    """Raw clip examples -> (frames float32 [B,T,H,W,3], label int64 [B]) at the global batch size.
+    """Raw clip examples -> (frames float32 [B,T,H,W,3], label int64 [B]) at the global batch size; with mixup or
+    CutMix on (``augment.mixes``), one-hot float32 targets [B, K] instead of labels, in training and validation.
 
     Sharded as ``plan`` says (``plan_shards``): by file (AutoShardPolicy.FILE: each worker reads only its own
     files, so N workers read the split once between them) or by element (AutoShardPolicy.DATA: every worker
@@ -122,6 +123,7 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     here, per batch, exactly as the serving signatures run it.
     """
     plan = plan or plan_shards(files, config.workers)
+    mixing = augment.mixes(config)
     tft_layer = tft_output.transform_features_layer()
     raw_spec = clip_feature_spec(with_label=True)
 
@@ -130,7 +132,13 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
         label = transform_module.label_indices(transformed[transform_module.LABEL_NAME], config.labels)
         # A label outside the label map (-1) would silently corrupt the loss: fail loudly instead.
         tf.debugging.assert_non_negative(label, message="clip label is not in the training label map")
+        if mixing:
+            label = tf.one_hot(label, len(config.labels))
         return transformed[transform_module.FRAMES], label
+
+    def augment_batch(frames, label):
+        frames = augment.augment(frames, config)
+        return augment.mix(frames, label, config) if mixing else (frames, label)
 
     ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP", num_parallel_reads=min(4, len(files)))
     if training:
@@ -141,8 +149,7 @@ def make_dataset(files: Sequence[str], tft_output: tft.TFTransformOutput, config
     if training and augment.enabled(config):   # training clips only: evaluation and serving never augment
         logger.info("augmenting the training clips: %s", ", ".join(
             f"{name}={getattr(config, name)}" for name in augment.enabled(config)))
-        ds = ds.map(lambda frames, label: (augment.augment(frames, config), label),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # No tf.data autotuning thread: its lost wake-up at cancellation can hold the iterator's destructor, and so the
@@ -287,7 +294,10 @@ def make_optimizer(config: TrainingConfig, backbone: Sequence | None = None) -> 
 
 def make_loss(config: TrainingConfig):
     """Cross-entropy of the logits against the label index; with ``label_smoothing`` e, against 1 - e on the label
-    and e spread over all classes."""
+    and e spread over all classes. With mixup or CutMix the labels are (soft) one-hot targets: categorical
+    cross-entropy, smoothed the same way."""
+    if augment.mixes(config):
+        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     if config.label_smoothing == 0:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     smoothing = config.label_smoothing
@@ -306,7 +316,10 @@ def compile_model(model: keras.Model, config: TrainingConfig, *, fine_tune: bool
     model.compile(
         optimizer=make_optimizer(config, backbone),
         loss=make_loss(config),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        # "accuracy" either way (the history's, the logs' and BackupAndRestore's key): with one-hot targets, the
+        # class of the larger share of a mixed clip counts as its label.
+        metrics=[(keras.metrics.CategoricalAccuracy if augment.mixes(config)
+                  else keras.metrics.SparseCategoricalAccuracy)(name="accuracy")],
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )

@@ -110,3 +110,92 @@ def test_label_smoothing_spreads_the_target_and_keeps_sparse_labels():
     assert np.allclose(smoothed.numpy(), expected, atol=1e-5)
     assert float(np.mean(plain)) == pytest.approx(float(keras.losses.SparseCategoricalCrossentropy(
         from_logits=True)(labels, logits)), abs=1e-6)
+
+
+# ---- mixup and CutMix ---------------------------------------------------------------------------------------
+
+def _targets(labels, classes=4):
+    return tf.one_hot(labels, classes)
+
+
+def test_mixup_blends_each_clip_with_its_partner_by_the_targets_share():
+    tf.random.set_seed(3)
+    rng = np.random.default_rng(0)
+    frames = tf.constant(rng.normal(size=(6, 2, 4, 4, 3)).astype(np.float32))
+    labels = [0, 1, 2, 3, 0, 1]
+    mixed, targets = augment.mixup(frames, _targets(labels), alpha=0.4)
+    targets = targets.numpy()
+    assert np.allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    lam = targets[0, labels[0]]                           # clip 0's partner is clip 5 (label 1): lam on label 0
+    assert 0.0 <= lam <= 1.0 and targets[0, labels[5]] == pytest.approx(1 - lam, abs=1e-6)
+    partner = frames.numpy()[::-1]
+    assert np.allclose(mixed.numpy(), lam * frames.numpy() + (1 - lam) * partner, atol=1e-5)
+
+
+def test_cutmix_pastes_one_box_into_every_frame_and_mixes_targets_by_its_area():
+    tf.random.set_seed(4)
+    batch, length, size = 4, 3, 16
+    frames = tf.constant(np.arange(batch, dtype=np.float32)[:, None, None, None, None]
+                         * np.ones((batch, length, size, size, 3), np.float32))    # clip i: every value is i
+    shares = []
+    for _ in range(20):
+        pasted, targets = augment.cutmix(frames, _targets([0, 1, 2, 3]), alpha=1.0)
+        pasted, targets = pasted.numpy(), targets.numpy()
+        from_partner = pasted[0] == 3.0                                   # clip 0's partner is clip 3
+        assert ((pasted[0] == 0.0) | from_partner).all()                 # every pixel is its own or the partner's
+        assert (from_partner == from_partner[:1]).all()                  # the same box in every frame and channel
+        share = from_partner[0, :, :, 0].mean()
+        assert targets[0, 3] == pytest.approx(share, abs=1e-6) and targets[0, 0] == pytest.approx(1 - share, abs=1e-6)
+        shares.append(share)
+    assert 0.0 < np.mean(shares) < 1.0 and len(set(shares)) > 3        # boxes of varying size, not all or nothing
+
+
+def test_with_mixing_the_dataset_gives_soft_training_targets_and_exact_one_hot_validation_targets(clip_data):
+    tft_output = tft.TFTransformOutput(clip_data.transform_graph_uri)
+    files = split_files(clip_data.train_uri)
+    plain = training_config(workers=1, batch_size_per_worker=6)
+    mixing = training_config(workers=1, batch_size_per_worker=6, augment_mixup_alpha=0.4, augment_cutmix_alpha=1.0)
+
+    def first(config, training):
+        tf.random.set_seed(0)
+        return next(iter(make_dataset(files, tft_output, config, training=training)))
+
+    frames, labels = first(plain, training=True)
+    mixed, targets = first(mixing, training=True)
+    classes = len(plain.labels)
+    assert targets.shape == (6, classes) and np.allclose(targets.numpy().sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(mixed.numpy(), frames.numpy())
+    assert (targets.numpy().max(axis=1) < 1.0).any()                   # some clips really are mixtures
+    eval_frames, eval_labels = first(plain, training=False)
+    eval_mixed, eval_targets = first(mixing, training=False)
+    assert np.array_equal(eval_targets.numpy(), np.eye(classes)[eval_labels.numpy()])
+    assert np.allclose(eval_mixed.numpy(), eval_frames.numpy())
+
+
+def test_with_mixing_the_loss_and_accuracy_read_one_hot_targets():
+    from components.trainer.training import compile_model
+    config = TrainingConfig(labels=("a", "b", "c"), clip_shape=(4, 8, 8, 3), augment_mixup_alpha=0.2,
+                            label_smoothing=0.3)
+    logits = tf.constant([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    targets = tf.constant([[0.6, 0.4, 0.0], [0.0, 1.0, 0.0]])
+    smoothed = targets.numpy() * 0.7 + 0.1
+    expected = -(smoothed * tf.nn.log_softmax(logits).numpy()).sum(axis=1).mean()
+    assert float(make_loss(config)(targets, logits)) == pytest.approx(expected, abs=1e-5)
+    model = keras.Sequential([keras.layers.Input((4, 8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    compile_model(model, config)
+    x = np.zeros((2, 4, 8, 8, 3), np.float32)
+    logs = model.train_on_batch(x, targets.numpy(), return_dict=True)
+    assert np.isfinite(logs["loss"]) and "accuracy" in logs
+    # Validation with one-hot targets scores exactly as the sparse labels would.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 4, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, 40)
+    one_hot = model.evaluate(x, np.eye(3)[labels], verbose=0, return_dict=True)["accuracy"]
+    sparse = keras.models.clone_model(model)
+    sparse.set_weights(model.get_weights())
+    compile_model(sparse, dataclasses.replace(config, augment_mixup_alpha=0.0))
+    expected = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == labels))
+    assert one_hot == pytest.approx(expected) == sparse.evaluate(x, labels, verbose=0, return_dict=True)["accuracy"]
+    for bad in ({"augment_mixup_alpha": -0.1}, {"augment_cutmix_alpha": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dataclasses.replace(config, **bad)
