@@ -23,8 +23,6 @@ Model artifact; ``auto`` picks bfloat16 on AVX512-BF16 CPUs); the CPU and ONEDNN
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shutil
 import time
@@ -32,7 +30,7 @@ import time
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.warm_start import count_records, cpu_model, node_outputs, run   # noqa: E402  (after the Keras mode)
+from bench.warm_start import count_records, cpu_model, demo_config, finish, node_outputs, run   # noqa: E402,E501
 
 DEFAULT_PRETRAIN_CLASSES = ("grow", "move_left", "move_up", "rotate_cw")   # one of each motion's two directions
 
@@ -73,19 +71,13 @@ def class_subset(source_dir: str, target_dir: str, classes) -> dict:
 def run_config(out: str, scenario: str, data_dir: str, args, eval_videos: int, extra=()):
     """The demo preset on ``data_dir`` with this scenario's roots; validation covers the whole eval split once an
     epoch (unless --set says otherwise); ``--set`` overrides win."""
-    from pipeline.config import load_config
     base = os.path.join(out, scenario)
     overrides = [f"data_dir={data_dir}", f"training.steps_per_epoch={args.steps_per_epoch}",
                  f"training.epochs={args.epochs}", f"gate.min_accuracy={args.gate}",
                  f"pipeline_root={os.path.join(base, 'root')}",
                  f"metadata_path={os.path.join(base, 'metadata.sqlite')}",
                  f"serving_dir={os.path.join(base, 'serving')}", *extra]
-    config = load_config("demo", overrides + args.set)
-    if not any(s.startswith("training.eval_steps=") for s in args.set):
-        clips = eval_videos * config.clips.eval_clips_per_video * config.clips.eval_crops
-        batch = config.training["batch_size_per_worker"] * config.training["workers"]
-        config = load_config("demo", overrides + [f"training.eval_steps={math.ceil(clips / batch)}"] + args.set)
-    return config
+    return demo_config(overrides, args.set, eval_videos)
 
 
 def main(argv=None) -> dict:
@@ -147,12 +139,7 @@ def main(argv=None) -> dict:
         "problems": problems,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    with open(os.path.join(out, "fine_tune.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    print(json.dumps(report, indent=1))
-    if problems:
-        raise SystemExit("fine_tune: " + "; ".join(problems))
-    return report
+    return finish(out, "fine_tune", report)
 
 
 if __name__ == "__main__":

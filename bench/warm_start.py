@@ -57,9 +57,30 @@ def count_records(paths) -> int:
     return sum(1 for path in paths for _ in tf.data.TFRecordDataset(path))
 
 
+def demo_config(overrides: list, user_set: list, eval_videos: int):
+    """The demo preset with ``overrides``, then the user's ``--set`` (``user_set``, which win). Unless those set
+    training.eval_steps, validation covers the whole eval split once an epoch: ``eval_videos`` x the eval views."""
+    from pipeline.config import load_config
+    config = load_config("demo", overrides + user_set)
+    if not any(s.startswith("training.eval_steps=") for s in user_set):
+        clips = eval_videos * config.clips.eval_clips_per_video * config.clips.eval_crops
+        batch = config.training["batch_size_per_worker"] * config.training["workers"]
+        config = load_config("demo", overrides + [f"training.eval_steps={math.ceil(clips / batch)}"] + user_set)
+    return config
+
+
+def finish(out: str, name: str, report: dict) -> dict:
+    """Writes ``<out>/<name>.json`` and prints it; exits naming the problems when ``report["problems"]`` has any."""
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps(report, indent=1))
+    if report["problems"]:
+        raise SystemExit(f"{name}: " + "; ".join(report["problems"]))
+    return report
+
+
 def run_config(out: str, scenario: str, args, eval_videos: int, extra=()):
     """The demo preset on ``<out>/videos`` with this scenario's roots; ``--set`` overrides win."""
-    from pipeline.config import load_config
     base = os.path.join(out, scenario)
     overrides = [f"data_dir={os.path.join(out, 'videos')}", "ingest.train_pattern=span-{SPAN}/train/*",
                  "ingest.eval_pattern=span-{SPAN}/eval/*", "ingest.window_spans=2",
@@ -67,12 +88,7 @@ def run_config(out: str, scenario: str, args, eval_videos: int, extra=()):
                  f"gate.min_accuracy={args.gate}", f"pipeline_root={os.path.join(base, 'root')}",
                  f"metadata_path={os.path.join(base, 'metadata.sqlite')}",
                  f"serving_dir={os.path.join(base, 'serving')}", *extra]
-    config = load_config("demo", overrides + args.set)
-    if not any(s.startswith("training.eval_steps=") for s in args.set):   # the whole eval split, once an epoch
-        clips = eval_videos * config.clips.eval_clips_per_video * config.clips.eval_crops
-        batch = config.training["batch_size_per_worker"] * config.training["workers"]
-        config = load_config("demo", overrides + [f"training.eval_steps={math.ceil(clips / batch)}"] + args.set)
-    return config
+    return demo_config(overrides, args.set, eval_videos)
 
 
 def served_versions(config) -> list[str]:
@@ -198,12 +214,7 @@ def main(argv=None) -> dict:
         "problems": problems,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    with open(os.path.join(out, "warm_start.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    print(json.dumps(report, indent=1))
-    if problems:
-        raise SystemExit("warm_start: " + "; ".join(problems))
-    return report
+    return finish(out, "warm_start", report)
 
 
 if __name__ == "__main__":

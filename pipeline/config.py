@@ -565,7 +565,8 @@ def from_dict(cls, data: dict, where: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        renamed = "".join(f"; {where}.{k} is now {RENAMED[f'{where}.{k}']}" for k in unknown if f"{where}.{k}" in RENAMED)
+        renamed = "".join(f"; {where}.{k} is now {RENAMED[f'{where}.{k}']}"
+                          for k in unknown if f"{where}.{k}" in RENAMED)
         raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; known: {sorted(fields)}{renamed}")
     kwargs = {}
     for name, value in data.items():

@@ -64,7 +64,8 @@ class ClipGen(base_beam_component.BaseBeamComponent):
     The "train" split gets seeded random windows and crops, every other split uniformly spaced windows, each at
     ``eval_crops`` fixed crops (1: the centre crop; 3: left/centre/right), so ``clips_per_video_eval`` x
     ``eval_crops`` views per video, each clip carrying its window and crop index (see components.clip_sampling).
-    Outputs: ``clips`` (Examples, same splits, gzipped TFRecords of video_format clip tf.Examples), ``dead_letter`` (ClipGenDeadLetter) and ``clip_stats`` (ClipGenStatistics).
+    Outputs: ``clips`` (Examples, same splits, gzipped TFRecords of video_format clip tf.Examples),
+    ``dead_letter`` (ClipGenDeadLetter) and ``clip_stats`` (ClipGenStatistics).
     Beam pipeline args come from the pipeline or ``with_beam_pipeline_args``.
 
     ``max_rejected_fraction``: the run fails (after writing its dead letters and clip_stats) when some split
