@@ -28,8 +28,16 @@ def step_seconds(config: TrainingConfig, scratch: str) -> float:
     return statistics.median(steady) / config.steps_per_epoch
 
 
+def max_threads(config: TrainingConfig, scratch: str) -> int | None:
+    """The most threads any worker held at an epoch's end (ProgressLogger records them): flat under MWMS since the
+    stall watchdog replaced TF's per-collective timeout threads (components/trainer/stall_watchdog.py)."""
+    counts = [record["threads"] for worker in range(config.workers)
+              for record in history.load_progress(scratch, worker)["epochs"] if record.get("threads") is not None]
+    return max(counts) if counts else None
+
+
 def run_cluster(workers: int, global_batch: int, clips_dir: str, eval_dir: str, graph: str, labels, clip_shape,
-                work: str, epochs: int, steps: int, timeout_s: float) -> float:
+                work: str, epochs: int, steps: int, timeout_s: float) -> tuple[float, int | None]:
     if global_batch % workers:
         raise ValueError(f"global batch {global_batch} is not divisible by {workers} workers")
     config = TrainingConfig(labels=tuple(labels), clip_shape=tuple(clip_shape), epochs=epochs,
@@ -41,7 +49,7 @@ def run_cluster(workers: int, global_batch: int, clips_dir: str, eval_dir: str, 
                       serving_model_dir=os.path.join(root, "model"), run_dir=os.path.join(root, "run"),
                       scratch_dir=os.path.join(root, "scratch"))
     LocalProcessLauncher(timeout_s=timeout_s).launch(job)
-    return step_seconds(config, job.scratch_dir)
+    return step_seconds(config, job.scratch_dir), max_threads(config, job.scratch_dir)
 
 
 def bench_multiworker(clips_dir: str, eval_dir: str, graph: str, labels, clip_shape, work: str, global_batch: int,
@@ -49,10 +57,15 @@ def bench_multiworker(clips_dir: str, eval_dir: str, graph: str, labels, clip_sh
     if not glob.glob(os.path.join(clips_dir, "*.gz")):
         raise FileNotFoundError(f"no clip records in {clips_dir}")
     times = {1: [], 2: []}
+    threads = {1: [], 2: []}
     for _ in range(repeats):   # 1, 2, 1, 2, ...
         for workers in (1, 2):
-            times[workers].append(run_cluster(workers, global_batch, clips_dir, eval_dir, graph, labels, clip_shape,
-                                              work, epochs, steps, timeout_s))
+            seconds, most = run_cluster(workers, global_batch, clips_dir, eval_dir, graph, labels, clip_shape, work,
+                                        epochs, steps, timeout_s)
+            times[workers].append(seconds)
+            threads[workers].append(most)
     one, two = statistics.median(times[1]), statistics.median(times[2])
     return {"global_batch": global_batch, "clip": "x".join(map(str, clip_shape[:3])), "steps_per_epoch": steps,
-            "epochs": epochs, "step_s_1_worker": one, "step_s_2_workers": two, "overhead_ratio": two / one}
+            "epochs": epochs, "step_s_1_worker": one, "step_s_2_workers": two, "overhead_ratio": two / one,
+            "max_threads_1_worker": max(threads[1], default=None, key=lambda n: n or 0),
+            "max_threads_2_workers": max(threads[2], default=None, key=lambda n: n or 0)}

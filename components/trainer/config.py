@@ -70,6 +70,8 @@ class TrainingConfig:
     shuffle_buffer: int = 256
     workers: int = 1
     seed: int = 0
+    # Multi-worker: how long a worker may go without finishing a step before it gives up on its peers (a peer that
+    # hangs alive); it must exceed the workers' skew in reaching the first step. See trainer/stall_watchdog.py.
     collective_timeout_s: float = 300.0
     max_restarts: int = 0
     # Speed levers, measured by `make bench` (bench/README.md); the defaults are what won on CPU.

@@ -5,6 +5,7 @@ see ``cluster``), so the same code runs under the local process launcher and und
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -25,6 +26,7 @@ from components.trainer import augment, history, warm_start
 from components.trainer.cluster import cluster_info
 from components.trainer.config import DEFAULT_MODEL_BUILDER, TrainingConfig, TrainingJob
 from components.trainer.precision import compute_precision
+from components.trainer.stall_watchdog import StallWatchdog
 from components.video_format import clip_feature_spec
 
 logger = logging.getLogger(__name__)
@@ -55,12 +57,10 @@ def make_strategy(config: TrainingConfig) -> tf.distribute.Strategy:
     """
     if config.workers == 1:
         return tf.distribute.get_strategy()
-    # A per-collective timeout: if a peer dies or hangs mid-step the survivors fail instead of waiting
-    # forever (the local launcher also kills them; a TFJob backend relies on this). It must exceed the
-    # workers' skew in reaching the first step (tracing speed), hence minutes by default.
+    # No per-collective timeout: TF arms it with a sleeping thread per all-reduce (stall_watchdog.py). A peer that
+    # dies is caught by the coordination service's heartbeats, one that hangs alive by train()'s StallWatchdog.
     implementation = collective_implementation(len(tf.config.list_physical_devices("GPU")))
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(config.collective_timeout_s),
-                                                              implementation=implementation)
+    options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
     logger.info("MultiWorkerMirroredStrategy all-reduce: %s", implementation.name)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -399,8 +399,8 @@ class ProgressLogger(keras.callbacks.Callback):
 
 
 def thread_count() -> int | None:
-    """This process's threads (Linux). Under MWMS each collective with a timeout parks a thread for that long
-    (TF's Env::SchedClosureAfter), so the count tracks collectives per second x collective_timeout_s."""
+    """This process's threads (Linux), logged each epoch: flat under MWMS since the stall watchdog replaced TF's
+    per-collective timeout, which parked a thread per all-reduce (stall_watchdog.py)."""
     try:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
@@ -451,47 +451,56 @@ def train(job: TrainingJob, *, attempt: int = 0, extra_callbacks: Sequence[keras
     if init_weights is None and config.fine_tunes_backbone:
         logger.info("worker %d: no weights to start from (init_from %r found none): training from scratch, so "
                     "freeze_backbone_epochs and backbone_learning_rate_multiplier do not apply", me, config.init_from)
-    with strategy.scope():
-        model = build_model(config, job.model_builder)
-        compile_model(model, config, fine_tune=init_weights is not None)
-        warm_report = None
-        if init_weights is not None:
-            # Assigned before BackupAndRestore restores anything: a resumed run continues from its checkpoint.
-            warm_report = warm_start.assign_initial_weights(model, init_weights, job.init_weights_from,
-                                                            config.init_scope)
-            logger.info("worker %d: warm start from %s (init_scope %s): %d variables loaded, reinitialized: %s", me,
-                        job.init_weights_from, config.init_scope, warm_report["loaded"], warm_report["reinitialized"])
-            if config.fine_tunes_backbone:
-                logger.info("worker %d: fine-tuning: the backbone (all but %s) frozen for the first %d epoch(s), then "
-                            "at %g x the head's learning rate", me, warm_start.head_layer(model).name,
-                            config.freeze_backbone_epochs, config.backbone_learning_rate_multiplier)
-            del init_weights
-        # MWMS broadcasts every new variable's initial value from the chief with a collective that has no
-        # timeout. Optimizer slots are normally created lazily inside the first train step, where a hung
-        # peer would then block the others forever; creating them here keeps the training steps to
-        # all-reduces, which do honour collective_timeout_s.
-        model.optimizer.build(model.trainable_variables)
-    # get_weights is collective under MWMS (sync-on-read variables such as batch-norm statistics are
-    # all-reduced when read), so every worker reads the weights at the same points, and only here.
-    initial = weights_digest(model.get_weights())
-    if warm_report is not None and cluster.is_chief:
-        # in the run folder, which the executor shares with every launcher backend (a TFJob gets its own scratch)
-        write_json(warm_start.report_path(job.run_dir), warm_report)
+    # One thread fails this worker when training stops moving, e.g. a peer that hangs alive (stall_watchdog.py:
+    # the per-collective timeout it replaces parked a thread per all-reduce); one worker has no peers to wait on.
+    watchdog = StallWatchdog(config.collective_timeout_s, me) if cluster.num_workers > 1 else None
+    with watchdog if watchdog is not None else contextlib.nullcontext():
+        with strategy.scope():
+            model = build_model(config, job.model_builder)
+            compile_model(model, config, fine_tune=init_weights is not None)
+            warm_report = None
+            if init_weights is not None:
+                # Assigned before BackupAndRestore restores anything: a resumed run continues from its
+                # checkpoint.
+                warm_report = warm_start.assign_initial_weights(model, init_weights, job.init_weights_from,
+                                                                config.init_scope)
+                logger.info("worker %d: warm start from %s (init_scope %s): %d variables loaded, reinitialized: %s",
+                            me, job.init_weights_from, config.init_scope, warm_report["loaded"],
+                            warm_report["reinitialized"])
+                if config.fine_tunes_backbone:
+                    logger.info("worker %d: fine-tuning: the backbone (all but %s) frozen for the first %d "
+                                "epoch(s), then at %g x the head's learning rate", me,
+                                warm_start.head_layer(model).name, config.freeze_backbone_epochs,
+                                config.backbone_learning_rate_multiplier)
+                del init_weights
+            # MWMS broadcasts every new variable's initial value from the chief. Optimizer slots are normally
+            # created lazily inside the first train step; creating them here keeps the training steps to
+            # all-reduces (and broadcasts out of the traced step).
+            model.optimizer.build(model.trainable_variables)
+        # get_weights is collective under MWMS (sync-on-read variables such as batch-norm statistics are
+        # all-reduced when read), so every worker reads the weights at the same points, and only here.
+        initial = weights_digest(model.get_weights())
+        if warm_report is not None and cluster.is_chief:
+            # in the run folder, which the executor shares with every launcher backend (a TFJob gets its own
+            # scratch)
+            write_json(warm_start.report_path(job.run_dir), warm_report)
 
-    tensorboard_dir = job.run_dir if cluster.is_chief else os.path.join(job.scratch_dir, "tensorboard", f"worker-{me}")
-    backup_dir = os.path.join(job.scratch_dir, "backup")
-    callbacks = [
-        # Kept past the end of fit (removed once the model is exported): a cluster that fails while
-        # exporting resumes with nothing left to train instead of training from scratch.
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-        ProgressLogger(config, me, job.scratch_dir, attempt),
-        keras.callbacks.TensorBoard(tensorboard_dir, update_freq="epoch", profile_batch=0),
-        *extra_callbacks,
-    ]
-    started = time.perf_counter()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=eval_ds, validation_steps=config.eval_steps or None,
-              callbacks=callbacks, verbose=0)
+        tensorboard_dir = (job.run_dir if cluster.is_chief
+                           else os.path.join(job.scratch_dir, "tensorboard", f"worker-{me}"))
+        backup_dir = os.path.join(job.scratch_dir, "backup")
+        callbacks = [
+            # Kept past the end of fit (removed once the model is exported): a cluster that fails while
+            # exporting resumes with nothing left to train instead of training from scratch.
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            ProgressLogger(config, me, job.scratch_dir, attempt),
+            keras.callbacks.TensorBoard(tensorboard_dir, update_freq="epoch", profile_batch=0),
+            *extra_callbacks,
+            *([watchdog] if watchdog is not None else []),
+        ]
+        started = time.perf_counter()
+        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                  validation_data=eval_ds, validation_steps=config.eval_steps or None,
+                  callbacks=callbacks, verbose=0)
     logger.info("worker %d: training done in %.1fs", me, time.perf_counter() - started)
 
     # The chief's end-of-fit work (checkpoint, TensorBoard) can lag a loaded peer by more than the collective

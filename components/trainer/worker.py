@@ -10,7 +10,7 @@ The launcher (local processes, or later a Kubeflow TFJob) provides, through the 
                            {"worker": i, "epoch": e, "exit_code": c, "attempt": a, "action": x}: when
                            epoch e (0-based) begins in attempt a (default 0), worker i exits abruptly
                            with code c (action "exit", default) or stops making progress while staying
-                           alive (action "hang": only the collective timeout can free its peers).
+                           alive (action "hang": only the stall watchdog frees its peers).
 
 Log lines of the trainer carry the marker ``[trainer w<i>]`` so a launcher can stream them.
 """
