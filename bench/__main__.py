@@ -6,7 +6,8 @@
 Sections: clipgen (ClipGen vs decode limit), memory (ClipGen peak RSS 1x vs 4x data), input (tf.data +
 Transform vs trainer consumption), multiworker (2 vs 1 MWMS workers), model (speed vs a plain reference, MFU,
 levers), model_avx2 (the model rows again with oneDNN capped at AVX2: float32, as on a CPU without AVX-512),
-runtime (thread pools and oneDNN, one process per setting), demo (per-component times of the newest demo run).
+runtime (thread pools and oneDNN, one process per setting), serving (float32 vs bfloat16 export served on this CPU
+and as on an AVX2 CPU), demo (per-component times of the newest demo run).
 ``--tiny`` shrinks every shape and repeat count so that the whole harness runs in about two minutes (CI runs it so
 it cannot rot; its numbers mean nothing).
 """
@@ -24,7 +25,7 @@ import time
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "serving", "demo")
 logger = logging.getLogger("bench")
 
 
@@ -52,6 +53,8 @@ class BenchConfig:
     runtime_batch: int
     runtime_steps: int
     runtime_repeats: int
+    serving_cases: tuple = ()        # bench.serving_rate: (clip shape, batch) pairs
+    serving_repeats: int = 1
     runtime_settings: tuple | None = None   # bench.runtime_levers.SETTINGS names (None: all)
 
 
@@ -67,7 +70,9 @@ def configs() -> dict[str, BenchConfig]:
                                          ModelCase((32, 256, 256, 3), 2, 2, ("float32", "bf16"))),
                             # The design size and the demo's clips (op-overhead bound), float32 under the cap.
                             model_avx2_cases=(ModelCase((16, 112, 112, 3), 8, 8, ()),
-                                              ModelCase((8, 32, 32, 3), 8, 8, ()))),
+                                              ModelCase((8, 32, 32, 3), 8, 8, ())),
+                            # Issue #11's own serving measurement (16x112x112, batch 4) and the demo's clips.
+                            serving_cases=(((16, 112, 112, 3), 4), ((8, 32, 32, 3), 8)), serving_repeats=10),
         "tiny": BenchConfig("tiny", videos_per_class=4, clipgen_repeats=1, clipgen_factor=4, model_child_runs=1,
                             beam_modes=("in_memory_1",), memory_factor=4, input_batch=2,
                             input_batches=3, input_repeats=1, mwms_global_batch=2, mwms_epochs=2, mwms_steps=2,
@@ -76,20 +81,16 @@ def configs() -> dict[str, BenchConfig]:
                             # Every setting runs the same child code: two of them prove the harness in CI.
                             runtime_settings=("default", "oneDNN off"),
                             model_cases=(ModelCase((4, 32, 32, 3), 2, 2, ("float32", "bf16", "xla")),),
-                            model_avx2_cases=(ModelCase((4, 32, 32, 3), 2, 2, ()),)),
+                            model_avx2_cases=(ModelCase((4, 32, 32, 3), 2, 2, ()),),
+                            serving_cases=(((4, 32, 32, 3), 2),), serving_repeats=1),
     }
 
 
 def meta(config: BenchConfig, started: float) -> dict:
     import tensorflow as tf
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-        cpu = ", ".join(sorted(flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-                               if f" {flag}" in flags)) or platform.machine()
-    except OSError:
-        pass
+    from components.trainer.precision import cpu_flags
+    cpu = ", ".join(sorted({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"} & cpu_flags())) \
+        or platform.machine()
     return {"config": config.name, "cpus": os.cpu_count(), "cpu": cpu, "tensorflow": tf.__version__,
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
             "python": sys.version.split()[0],
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
 
-    from bench import clipgen_speed, demo_times, input_speed, model_speed, multiworker, report, runtime_levers
+    from bench import (clipgen_speed, demo_times, input_speed, model_speed, multiworker, report, runtime_levers,
+                       serving_rate)
     from components.video_format import LabelMap
     from pipeline.config import ClipConfig
 
@@ -161,6 +163,8 @@ def main(argv=None) -> int:
         timed("runtime", lambda: runtime_levers.bench_runtime_levers(config.runtime_clip, config.runtime_batch,
                                                                      config.runtime_steps, config.runtime_repeats,
                                                                      config.runtime_settings))
+    if "serving" in sections:
+        timed("serving", lambda: serving_rate.bench_serving(config.serving_cases, work, config.serving_repeats))
     if "demo" in sections:
         timed("demo", lambda: demo_times.component_seconds(args.demo_metadata))
     results["meta"] = {**meta(config, started), "seconds": time.time() - started}

@@ -80,6 +80,25 @@ def _model_rows(model: dict, where: str = "", targets: dict = TARGETS) -> list[s
     return rows
 
 
+SERVING_CLASSES = (("this_cpu", "this CPU"),
+                   ("avx2", "as on an AVX2 CPU (float32: oneDNN capped at AVX2; bfloat16: TF's Eigen kernels, "
+                            "which TF runs bfloat16 on without AVX-512)"))
+
+
+def _serving_rows(serving: dict) -> list[str]:
+    """bench.serving_rate: the bfloat16 export's serving rate over the float32 export's, per CPU class."""
+    rows = []
+    for clip, r in serving.items():
+        for key, where in SERVING_CLASSES:
+            if key in r:
+                s = r[key]
+                rows.append(_row(f"serving {clip}, batch {s['batch']}, {where}: bfloat16 export ÷ float32 export "
+                                 f"(`serving_frames`; probabilities within {s['max_prob_diff']:.0e})",
+                                 f"{s['bfloat16_clips_s']:.1f} vs {s['float32_clips_s']:.1f} clips/s",
+                                 s["bf16_speedup"]))
+    return rows
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     cap = f", oneDNN capped at `ONEDNN_MAX_CPU_ISA={meta['onednn_max_cpu_isa']}`" if meta.get("onednn_max_cpu_isa") else ""
@@ -89,6 +108,7 @@ def markdown(results: dict) -> str:
              "| what | measured (this run) | ratio | target | |", "|---|---|---|---|---|"]
     lines += _model_rows(results.get("model", {}))
     lines += _model_rows(results.get("model_avx2", {}), " under `ONEDNN_MAX_CPU_ISA=AVX2`", CAPPED_TARGETS)
+    lines += _serving_rows(results.get("serving", {}))
     if "clipgen" in results:
         c = results["clipgen"]
         best = c[c["best_mode"]]
@@ -109,8 +129,11 @@ def markdown(results: dict) -> str:
                           i["input_over_consumption"], TARGETS["input_over_consumption"]))
     if "multiworker" in results:
         m = results["multiworker"]
+        threads = (f"; at most {m['max_threads_2_workers']} threads per worker after {m['epochs']} x "
+                   f"{m['steps_per_epoch']} steps" if m.get("max_threads_2_workers") else "")
         lines.append(_row(f"2-worker MWMS step ÷ 1-worker step, global batch {m['global_batch']}, {m['clip']}",
-                          f"{m['step_s_2_workers'] * 1e3:.0f} vs {m['step_s_1_worker'] * 1e3:.0f} ms", m["overhead_ratio"]))
+                          f"{m['step_s_2_workers'] * 1e3:.0f} vs {m['step_s_1_worker'] * 1e3:.0f} ms{threads}",
+                          m["overhead_ratio"]))
     if "memory" in results:
         r = results["memory"]
         big = r[f"x{r['factor']}"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "demo")
+SECTIONS = ("clipgen", "memory", "input", "multiworker", "model", "model_avx2", "runtime", "serving", "demo")
 
 
 def _demo_metadata(path: pathlib.Path) -> str:
@@ -75,9 +75,18 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
     assert results["memory"]["rss_ratio"] > 0 and results["memory"]["videos_ratio"] == 4
     assert results["input"]["input_over_consumption"] > 0
     assert results["multiworker"]["overhead_ratio"] > 0
+    assert results["multiworker"]["max_threads_2_workers"] > 0   # read from the workers' epoch records (Linux)
     runtime = results["runtime"]["settings"]
     assert runtime["default"]["train_vs_default"] == 1.0
     assert all(s["train_clips_s"] > 0 and s["infer_vs_default"] > 0 for s in runtime.values())
+    # Serving: the same weights exported float32 and bfloat16 agree, and both served on this CPU and, where it
+    # has AVX-512, as on an AVX2 CPU (bfloat16 on Eigen in a process of its own: oneDNN would abort it there).
+    [serving] = results["serving"].values()
+    from bench.serving_rate import MAX_PROB_DIFF, cpu_has_avx512
+    for key in ("this_cpu", "avx2") if cpu_has_avx512() else ("this_cpu",):
+        rate = serving[key]
+        assert rate["float32_clips_s"] > 0 and rate["bfloat16_clips_s"] > 0 and rate["bf16_speedup"] > 0, key
+        assert rate["max_prob_diff"] <= MAX_PROB_DIFF, key
     # The cached execution took no time and is left out; the two completed ones are read.
     assert set(results["demo"]["component_seconds"]) == {"ClipGen", "Trainer"}
 
@@ -85,7 +94,7 @@ def test_tiny_benchmark_fills_every_section_and_the_table(tmp_path):
     assert text.startswith("# Benchmarks\n\nintro kept\n") and text.endswith("\n\nafter kept\n")
     assert "STALE TABLE" not in text
     for words in ("training 4x32x32", "inference 4x32x32", "4x32x32 under `ONEDNN_MAX_CPU_ISA=AVX2`", "MFU", "ClipGen",
-                  "MWMS", "peak RSS", "XLA"):
+                  "MWMS", "peak RSS", "XLA", "serving 4x32x32, batch 2, this CPU"):
         assert words in text, words
 
 
