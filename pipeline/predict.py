@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "comes from the model itself")
     sampling.add_argument("--views", type=_views, default=None, metavar="TxS",
                           help="T windows per video, each at S crops (1: centre; 3: left/centre/right or "
-                               "top/centre/bottom) (default: clips.eval_views' default, 3x1)")
+                               "top/centre/bottom) (default: clips.eval_views' default, 3x3)")
     sampling.add_argument("--frame-stride", type=_positive_int, default=None,
                           help="frames between a clip's frames (default: clips.frame_stride's default, 1)")
     decoding = parser.add_argument_group(

@@ -58,7 +58,7 @@ def test_bad_values_fail_at_load_time_naming_the_setting(override, message):
 def test_eval_views_are_windows_by_crops():
     config = load_config("demo", ["clips.eval_views=10x3"])
     assert (config.clips.eval_clips_per_video, config.clips.eval_crops) == (10, 3)
-    assert (RunConfig().clips.eval_clips_per_video, RunConfig().clips.eval_crops) == (3, 1)
+    assert (RunConfig().clips.eval_clips_per_video, RunConfig().clips.eval_crops) == (3, 3)
 
 
 def test_override_syntax():
