@@ -205,13 +205,20 @@ def rate_avx2(dirs: dict[str, str], clip_shape, batch: int, repeats: int) -> dic
 
 def bench_serving(cases, work: str, repeats: int) -> dict:
     """``cases``: (clip shape, batch) pairs. Per case: this CPU's row, and the AVX2 row where this CPU has AVX-512
-    (on a CPU without it, this CPU's row is the AVX2 class itself)."""
+    (on a CPU without it, this CPU's row is the AVX2 class itself). This CPU's row is left out when this process
+    runs with oneDNN capped below bfloat16 on an AVX-512 CPU: TF would hand the bfloat16 export to the capped
+    oneDNN, which aborts it, and the AVX2 row measures that class properly."""
+    from components.trainer.precision import onednn_capped_below_bfloat16
     results = {}
     avx512 = cpu_has_avx512()
     for clip_shape, batch in cases:
         dirs = export_both(work, clip_shape)
         name = "x".join(str(d) for d in clip_shape[:3])
-        row = {"this_cpu": rate_here(dirs, clip_shape, batch, repeats), "this_cpu_has_avx512": avx512}
+        row = {"this_cpu_has_avx512": avx512}
+        if avx512 and onednn_capped_below_bfloat16():
+            row["this_cpu_skipped"] = "oneDNN is capped below bfloat16 on an AVX-512 CPU: see the avx2 row"
+        else:
+            row["this_cpu"] = rate_here(dirs, clip_shape, batch, repeats)
         if avx512:
             row["avx2"] = rate_avx2(dirs, clip_shape, batch, repeats)
         logger.info("serving rate %s: %s", name, json.dumps(row))
