@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from bench.timing import interleaved_rounds, paired_ratios
+from bench.timing import child_env, interleaved_rounds, paired_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ def cpu_has_avx512() -> bool:
     return "avx512f" in cpu_flags()
 
 
+def clip_name(clip_shape) -> str:
+    """"TxHxW", as the benchmark names clip shapes (bench.model_speed.ModelCase.name)."""
+    return "x".join(str(d) for d in clip_shape[:3])
+
+
 # ---- the two exports -----------------------------------------------------------------------------------------
 
 def export_both(work: str, clip_shape, seed: int = 0) -> dict[str, str]:
@@ -71,8 +76,7 @@ def export_both(work: str, clip_shape, seed: int = 0) -> dict[str, str]:
     from components.trainer.config import TrainingConfig
     from components.video_format import make_clip_example
 
-    name = "x".join(str(d) for d in clip_shape[:3])
-    root = os.path.join(work, "serving_rate", name)
+    root = os.path.join(work, "serving_rate", clip_name(clip_shape))
     dirs = {p: os.path.join(root, f"export_{p}") for p in PRECISIONS}
     if all(os.path.exists(os.path.join(d, "saved_model.pb")) for d in dirs.values()):
         return dirs
@@ -157,10 +161,10 @@ def serve_main(export_dir: str, clip_shape, batch: int) -> None:
 class _Server:
     def __init__(self, export_dir: str, clip_shape, batch: int, env_changes: dict, what: str):
         self.what = what
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **env_changes)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.serving_rate", "--serve", export_dir, json.dumps(list(clip_shape)),
-             str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_env(env_changes))
 
     def reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -213,7 +217,7 @@ def bench_serving(cases, work: str, repeats: int) -> dict:
     avx512 = cpu_has_avx512()
     for clip_shape, batch in cases:
         dirs = export_both(work, clip_shape)
-        name = "x".join(str(d) for d in clip_shape[:3])
+        name = clip_name(clip_shape)
         row = {"this_cpu_has_avx512": avx512}
         if avx512 and onednn_capped_below_bfloat16():
             row["this_cpu_skipped"] = "oneDNN is capped below bfloat16 on an AVX-512 CPU: see the avx2 row"

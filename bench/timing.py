@@ -43,12 +43,16 @@ def interleaved_rounds(fns: Mapping[str, Callable[[], object]], repeats: int,
     return times
 
 
+def child_env(env_changes: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a benchmark child: Keras mode set, TF's logs quiet, ``env_changes`` added."""
+    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **(env_changes or {}))
+
+
 def json_child(module: str, args: list[str], what: str, env_changes: Mapping[str, str] | None = None) -> dict:
     """Runs ``python -m module args...`` in a fresh process (Keras mode set, ``env_changes`` added) and returns
     the JSON object printed on its last stdout line; raises naming ``what`` with the stderr tail on failure."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **(env_changes or {}))
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          check=False)
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=child_env(env_changes), check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
